@@ -1,0 +1,1 @@
+"""Competition definitions and the schedule."""

@@ -1,0 +1,66 @@
+"""The sample records loaders produce and tasks consume. Plain frozen data, no tokens yet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class MultipleChoiceSample:
+    """`question` already contains the lettered options; `answer` is one of `choices`."""
+
+    question: str
+    answer: str
+    choices: tuple[str, ...] = ("A", "B", "C", "D")
+
+
+@dataclass(frozen=True)
+class ReferenceSample:
+    """Prompt (a single user turn, optional system prompt) and the expected answer text."""
+
+    prompt: str
+    reference: str
+    system: str | None = None
+
+
+@dataclass(frozen=True)
+class TextSample:
+    text: str
+
+
+@dataclass(frozen=True)
+class IfEvalRule:
+    """One rule of an IF-eval sample. `kind` names the checker; the other fields its argument."""
+
+    kind: str
+    n: int | None = None
+    keyword: str | None = None
+    phrase: str | None = None
+
+
+@dataclass(frozen=True)
+class IfEvalSample:
+    """Two different questions sharing one list of rules (SPEC §7)."""
+
+    questions: tuple[str, str]
+    rules: tuple[IfEvalRule, ...]
+    answers: tuple[str, str] = ("", "")  # expected answers, where keywords were taken from
+
+
+@dataclass(frozen=True)
+class ExactAnswerSample:
+    """A question with acceptable answers (BoolQ: yes/no; MAWPS: a number)."""
+
+    prompt: str
+    answers: tuple[str, ...]
+    kind: str = "text"  # "text" (case-insensitive word match) or "number"
+    context: str = field(default="")
+
+
+Sample = (
+    MultipleChoiceSample
+    | ReferenceSample
+    | TextSample
+    | IfEvalSample
+    | ExactAnswerSample
+)
