@@ -1,0 +1,75 @@
+"""One settings model for the validator, read once at the entry point.
+
+Flags keep the dotted names operators know (`--wallet.name`, `--netuid`); every field can also
+come from the environment with the `FINETUNE_` prefix (`FINETUNE_WALLET__NAME`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_HOME = Path("~/.finetune").expanduser()
+
+
+class WalletSettings(BaseModel):
+    name: str = Field("default", description="bittensor wallet (coldkey) name")
+    hotkey: str = Field("default", description="hotkey name inside the wallet")
+    path: Path = Field(Path("~/.bittensor/wallets"), description="folder holding the wallets")
+
+
+class WandbSettings(BaseModel):
+    project: str | None = Field(None, description="Weights & Biases project; unset = no wandb")
+    entity: str | None = Field(None, description="Weights & Biases entity (team or user)")
+    mode: str = Field("online", description="wandb mode: online, offline or disabled")
+    rounds_per_run: int = Field(100, description="start a new wandb run after this many rounds")
+
+
+class IntervalSettings(BaseModel):
+    metagraph_sync_s: float = Field(20 * 60, description="seconds between metagraph syncs")
+    uid_check_s: float = Field(20 * 60, description="seconds before a uid's commitment is re-checked")
+    weights_s: float = Field(60 * 60, description="seconds between weight settings")
+    cleanup_s: float = Field(30 * 60, description="seconds between disk clean-ups")
+    idle_s: float = Field(30, description="pause of the eval loop when there is nothing to do")
+
+
+class ValidatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FINETUNE_",
+        env_nested_delimiter="__",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_prog_name="neurons/validator.py",
+    )
+
+    wallet: WalletSettings = WalletSettings()
+    chain: str = Field("finney", description="finney | test | local | ws://HOST:PORT | devnet:PATH")
+    weights_chain: str | None = Field(None, description="separate endpoint for setting weights (default: --chain)")
+    netuid: int = Field(37, description="subnet uid")
+    chain_timeout_s: float = Field(60, description="deadline of every chain call")
+    hub: str = Field("hf", description="model store: hf | dir:PATH")
+    schedule: str = Field("mainnet", description="competition schedule: mainnet | local")
+    model_dir: Path = Field(_HOME / "models", description="disk cache of downloaded models")
+    state_path: Path = Field(_HOME / "validator" / "state.json", description="validator state file")
+    data_dir: Path | None = Field(None, description="local eval data files overriding remote sources")
+    device: str = Field("auto", description="cuda | cpu | auto")
+    batch_tokens: int = Field(16384, description="token budget of one eval batch")
+    model_deadline_s: float = Field(720, description="hard deadline to score one model (load included)")
+    max_samples: int | None = Field(None, description="cap on samples per task (smaller, faster, less precise)")
+    min_free_gb: float = Field(50, description="refuse new downloads below this much free disk")
+    cleanup_grace_s: float = Field(6 * 3600, description="keep unreferenced models this long")
+    offline: bool = Field(False, description="local dry run: bundled eval data, no weights set")
+    max_rounds: int | None = Field(None, description="stop after this many rounds (for tests and demos)")
+    heartbeat_path: Path | None = Field(None, description="file touched after every loop step")
+    log_level: str = Field("INFO", description="logging level")
+    intervals: IntervalSettings = IntervalSettings()
+    wandb: WandbSettings = WandbSettings()
+
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"

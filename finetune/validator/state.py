@@ -1,0 +1,143 @@
+"""The validator's persistent state: versioned JSON, written atomically, tolerant of damage.
+
+Everything is keyed by hotkey, not uid: uids are recycled when a miner deregisters, and a new
+owner of a uid must not inherit the previous owner's history or weight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+logger = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+class TrackedModel(BaseModel):
+    """The model a hotkey has committed, as far as the validator has checked it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    hotkey: str
+    uid: int
+    commitment: str  # the raw commitment text, to notice changes
+    repo_id: str = ""
+    revision: str = ""
+    competition_id: int = -1
+    block: int = 0  # submission block
+    content_hash: str = ""
+    local_path: str = ""
+    status: str = "pending"  # pending | ready | rejected
+    reason: str = ""  # rejection code when status == rejected
+    detail: str = ""
+    checked_at: float = 0.0  # wall time of the last check
+
+
+class EvalRecord(BaseModel):
+    """One evaluation of a model in one round."""
+
+    window_block: int
+    revision: str
+    score: float  # inf when the evaluation failed
+    win_rate: float = 0.0
+    tasks: dict[str, float] = Field(default_factory=dict)  # task -> raw
+    reason: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.score == float("inf")
+
+
+class CompetitionState(BaseModel):
+    """Per competition: smoothed weights, the models kept for the next round, history."""
+
+    ema: dict[str, float] = Field(default_factory=dict)  # hotkey -> smoothed weight
+    keep: list[str] = Field(default_factory=list)  # hotkeys carried to the next round
+    pending: list[str] = Field(default_factory=list)  # hotkeys updated since the last round
+    history: dict[str, list[EvalRecord]] = Field(default_factory=dict)  # hotkey -> last N
+    last_window: int = -1  # sync window of the last completed round
+    retried: list[str] = Field(default_factory=list)  # hotkey:revision given their one retry
+
+
+class ValidatorState(BaseModel):
+    version: int = STATE_VERSION
+    models: dict[str, TrackedModel] = Field(default_factory=dict)
+    competitions: dict[str, CompetitionState] = Field(default_factory=dict)
+    last_weights: dict[str, float] = Field(default_factory=dict)  # hotkey -> weight last computed
+    last_weights_set_at: float = 0.0
+    updated_at: float = 0.0
+
+    def competition(self, competition_id: int) -> CompetitionState:
+        return self.competitions.setdefault(str(competition_id), CompetitionState())
+
+    def record_eval(self, competition_id: int, hotkey: str, record: EvalRecord, keep_last: int) -> None:
+        history = self.competition(competition_id).history.setdefault(hotkey, [])
+        history.append(record)
+        del history[:-keep_last]
+
+    def realign(self, registered_hotkeys: Iterable[str]) -> list[str]:
+        """Forget every hotkey no longer registered. Returns the hotkeys dropped."""
+        registered = set(registered_hotkeys)
+        dropped = sorted(h for h in self.models if h not in registered)
+        for hotkey in dropped:
+            del self.models[hotkey]
+        for comp in self.competitions.values():
+            for mapping in (comp.ema, comp.history):
+                for hotkey in [h for h in mapping if h not in registered]:
+                    del mapping[hotkey]
+                    if hotkey not in dropped:
+                        dropped.append(hotkey)
+            comp.keep = [h for h in comp.keep if h in registered]
+            comp.pending = [h for h in comp.pending if h in registered]
+        for hotkey in [h for h in self.last_weights if h not in registered]:
+            del self.last_weights[hotkey]
+        return dropped
+
+
+def save_state(state: ValidatorState, path: Path) -> None:
+    """Write atomically: a temporary file in the same folder, fsync, then rename over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state.updated_at = time.time()
+    payload = state.model_dump_json(indent=1)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_state(path: Path) -> ValidatorState:
+    """Load the state, or start fresh if there is none or it cannot be used.
+
+    A corrupt file, or one from another state version, is moved aside (never deleted) with a
+    warning naming where it went, so an operator can inspect it.
+    """
+    if not path.exists():
+        return ValidatorState()
+    problem = ""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict) or raw.get("version") != STATE_VERSION:
+            found = raw.get("version") if isinstance(raw, dict) else type(raw).__name__
+            problem = f"state version {found!r}, expected {STATE_VERSION}"
+        else:
+            return ValidatorState.model_validate(raw)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValidationError) as exc:
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    aside = path.with_name(f"{path.name}.bad-{int(time.time())}")
+    os.replace(path, aside)
+    logger.warning("state file %s unusable (%s); moved to %s, starting fresh", path, problem, aside)
+    return ValidatorState()

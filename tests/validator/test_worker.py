@@ -1,0 +1,37 @@
+import math
+import time
+
+import pytest
+
+from finetune.validator.worker import run_isolated
+from tests.validator import jobs
+
+
+def test_result_comes_back():
+    outcome = run_isolated("/m", "comp", {"x": 1}, deadline_s=60, options={"device": "cpu"}, job=jobs.ok_job)
+    assert outcome.ok and outcome.total == 0.25
+    assert outcome.tasks["t"]["raw"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("job", "reason"),
+    [(jobs.nan_job, "nan"), (jobs.crash_job, "crashed"), (jobs.oom_job, "out_of_memory"),
+     (jobs.rejected_job, "unsafe_files")],
+)
+def test_failures_become_infinite_scores(job, reason):
+    outcome = run_isolated("/m", None, None, deadline_s=60, job=job)
+    assert not outcome.ok
+    assert math.isinf(outcome.total)
+    assert outcome.reason == reason
+
+
+def test_deadline_really_interrupts():
+    started = time.monotonic()
+    outcome = run_isolated("/m", None, None, deadline_s=1.5, job=jobs.hang_job)
+    assert outcome.reason == "timeout" and math.isinf(outcome.total)
+    assert time.monotonic() - started < 15
+
+
+def test_abort_kills_the_child():
+    outcome = run_isolated("/m", None, None, deadline_s=60, job=jobs.hang_job, should_abort=lambda: True)
+    assert outcome.reason == "aborted"
