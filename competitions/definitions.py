@@ -1,0 +1,216 @@
+"""The competitions of the subnet (SPEC §4) and the two from the seeds (SPEC §9), as data.
+
+Sizes use GiB for byte limits (what the reference means by "15 GB" of safetensors) and exact
+parameter counts. A competition that changed its tasks over time has one definition per period,
+with the same id and name; the schedule says which one is in force.
+"""
+
+from __future__ import annotations
+
+from competitions import tasks
+from finetune.competition import (
+    Aggregation,
+    Competition,
+    EpsilonSpec,
+    EvalTaskSpec,
+    ModelConstraints,
+    NormLimits,
+)
+
+GIB = 1024**3
+# cl100k-style GPT-4 vocabulary, shared by the fixed-tokenizer competitions.
+GPT4_TOKENIZER = "Xenova/gpt-4"
+
+# The architecture list of SPEC §4: what the reference accepted for 7B-class models.
+CLASSIC_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "GemmaForCausalLM",
+    "Gemma2ForCausalLM",
+    "PhiForCausalLM",
+    "Phi3ForCausalLM",
+    "GPTNeoXForCausalLM",
+    "FalconForCausalLM",
+    "BartForCausalLM",
+)
+# INSTRUCT_8B gives miners more freedom: the classic list plus Qwen2.
+INSTRUCT_ARCHITECTURES = (*CLASSIC_ARCHITECTURES, "Qwen2ForCausalLM")
+# 3B reasoning models come from these families; Bart/Falcon/GPT-NeoX have no 3.2-3.4B bases.
+REASONING_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Gemma2ForCausalLM",
+    "Phi3ForCausalLM",
+    "Qwen2ForCausalLM",
+)
+
+
+def _first_period_tasks() -> tuple[EvalTaskSpec, ...]:
+    """SYNTHETIC_MMLU 0.75, WORD_SORTING 0.05, FINEWEB 0.10, IF_EVAL_V2 0.10 (SPEC §4)."""
+    return (
+        tasks.synthetic_mmlu(0.75),
+        tasks.word_sorting(0.05),
+        tasks.fineweb(0.10),
+        tasks.if_eval_v2(0.10),
+    )
+
+
+SN9_MODEL = Competition(
+    id=1,
+    name="SN9_MODEL",
+    constraints=ModelConstraints(
+        max_params=6_900_000_000,
+        max_bytes=15 * GIB,
+        sequence_length=4096,
+        allowed_architectures=CLASSIC_ARCHITECTURES,
+        tokenizer=GPT4_TOKENIZER,
+        eval_block_delay=1200,
+        # The decay length is not in the reference table; ours: 7 days of 12 s blocks.
+        epsilon=EpsilonSpec(start=0.005, end=0.001, decay_blocks=50_400),
+    ),
+    tasks=(tasks.synthetic_qa(1.0),),
+)
+
+B7_MULTICHOICE = Competition(
+    id=2,
+    name="B7_MULTICHOICE",
+    constraints=ModelConstraints(
+        max_params=6_900_000_000,
+        max_bytes=15 * GIB,
+        sequence_length=4096,
+        allowed_architectures=CLASSIC_ARCHITECTURES,
+        tokenizer=GPT4_TOKENIZER,
+        eval_block_delay=460,
+        epsilon=EpsilonSpec(start=0.05, end=0.01, decay_blocks=36_000),
+    ),
+    tasks=_first_period_tasks(),
+)
+
+_INSTRUCT_CONSTRAINTS = ModelConstraints(
+    max_params=8_100_000_000,
+    max_bytes=20 * GIB,
+    sequence_length=4096,
+    allowed_architectures=INSTRUCT_ARCHITECTURES,
+    tokenizer=None,  # the model's own
+    eval_block_delay=1600,
+    epsilon=EpsilonSpec(start=0.05, end=0.01, decay_blocks=7_200),
+    norm_limits=NormLimits(),
+)
+
+INSTRUCT_8B = Competition(
+    id=3,
+    name="INSTRUCT_8B",
+    constraints=_INSTRUCT_CONSTRAINTS,
+    tasks=_first_period_tasks(),
+)
+
+# Second period: less weight on multiple choice, more on text loss and instruction following.
+INSTRUCT_8B_V2 = Competition(
+    id=3,
+    name="INSTRUCT_8B",
+    constraints=_INSTRUCT_CONSTRAINTS,
+    tasks=(
+        tasks.synthetic_mmlu(0.30),
+        tasks.word_sorting(0.05),
+        tasks.fineweb(0.35),
+        tasks.if_eval_v2(0.30),
+    ),
+)
+
+DISTILLED_REASONING_3B = Competition(
+    id=4,
+    name="DISTILLED_REASONING_3B",
+    constraints=ModelConstraints(
+        min_params=3_200_000_000,
+        max_params=3_400_000_000,
+        max_bytes=15 * GIB,
+        sequence_length=16_384,
+        allowed_architectures=REASONING_ARCHITECTURES,
+        tokenizer=GPT4_TOKENIZER,
+        eval_block_delay=460,
+        epsilon=EpsilonSpec(start=0.05, end=0.01, decay_blocks=21_600),
+        norm_limits=NormLimits(),
+    ),
+    tasks=(tasks.synthetic_1_sft(0.5), tasks.codeforces_cots(0.5)),
+)
+
+# NeurIPS 2023 "1 LLM + 1 GPU + 1 day" (SPEC §9): base models of approved families only.
+APPROVED_BASE_FAMILIES = (
+    "falcon", "llama", "llama2", "open_llama", "redpajama", "mpt", "opt", "bloom",
+    "gpt_neo", "gptj", "gpt_neox", "pythia", "gpt2", "t5", "bart", "bert", "ul2",
+    "cerebras", "decilm", "qwen", "internlm", "mistral",
+)  # fmt: skip
+EFFICIENT_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "FalconForCausalLM",
+    "GPTNeoXForCausalLM",
+    "GPTJForCausalLM",
+    "GPTNeoForCausalLM",
+    "GPT2LMHeadModel",
+    "OPTForCausalLM",
+    "BloomForCausalLM",
+    "MptForCausalLM",
+    "Qwen2ForCausalLM",
+    "BartForCausalLM",
+)
+
+EFFICIENT_1GPU_1DAY = Competition(
+    id=5,
+    name="EFFICIENT_1GPU_1DAY",
+    constraints=ModelConstraints(
+        max_params=8_100_000_000,  # what one 40 GB GPU fine-tunes in a day
+        max_bytes=20 * GIB,
+        sequence_length=2048,  # HELM scenarios were run with 2k contexts
+        allowed_architectures=EFFICIENT_ARCHITECTURES,
+        tokenizer=None,
+        eval_block_delay=1600,
+        # HELM ranking compares models per task without an age advantage: epsilon is zero.
+        epsilon=EpsilonSpec(start=0.0, end=0.0, decay_blocks=1),
+        approved_families=APPROVED_BASE_FAMILIES,
+    ),
+    # Multiple-choice reasoning and chat-style tasks; weights are ignored by HELM ranking.
+    tasks=(
+        tasks.synthetic_mmlu(0.4),
+        tasks.if_eval_v2(0.3),
+        tasks.dyck_language(0.3),
+    ),
+    aggregation=Aggregation.HELM,
+)
+
+# NeurIPS 2024 LLM merging (SPEC §9): merge experts <= 8B into one generalist.
+MERGE_GENERALIST = Competition(
+    id=6,
+    name="MERGE_GENERALIST",
+    constraints=ModelConstraints(
+        max_params=8_000_000_000,
+        max_bytes=20 * GIB,
+        sequence_length=4096,
+        allowed_architectures=(
+            "LlamaForCausalLM",
+            "MistralForCausalLM",
+            "GemmaForCausalLM",
+            "Gemma2ForCausalLM",
+            "Phi3ForCausalLM",
+            "Qwen2ForCausalLM",
+        ),
+        tokenizer=None,
+        eval_block_delay=1600,
+        epsilon=EpsilonSpec(start=0.05, end=0.01, decay_blocks=7_200),
+        norm_limits=NormLimits(),
+    ),
+    tasks=(tasks.boolq(0.5), tasks.mawps(0.5)),
+)
+
+__all__ = [
+    "APPROVED_BASE_FAMILIES",
+    "B7_MULTICHOICE",
+    "CLASSIC_ARCHITECTURES",
+    "DISTILLED_REASONING_3B",
+    "EFFICIENT_1GPU_1DAY",
+    "GPT4_TOKENIZER",
+    "INSTRUCT_8B",
+    "INSTRUCT_8B_V2",
+    "MERGE_GENERALIST",
+    "SN9_MODEL",
+]

@@ -1,0 +1,174 @@
+"""The schedules (start block -> competitions in force) and lookups by name or id.
+
+Mainnet history (SPEC §4): B7_MULTICHOICE 75 % + INSTRUCT_8B 25 %, then INSTRUCT_8B alone from
+4,675,163, then INSTRUCT_8B with its second-period task weights from 4,900,000 (the reference
+does not say when the weights changed; that block is our choice, between the two known ones),
+then DISTILLED_REASONING_3B alone from 5,158,632.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from competitions.definitions import (
+    B7_MULTICHOICE,
+    DISTILLED_REASONING_3B,
+    EFFICIENT_1GPU_1DAY,
+    INSTRUCT_8B,
+    INSTRUCT_8B_V2,
+    MERGE_GENERALIST,
+    SN9_MODEL,
+)
+from competitions.local import LOCAL_INSTRUCT, LOCAL_REASONING
+from finetune.competition import Competition, CompetitionShare, Schedule, ScheduleEntry
+from finetune.errors import ConfigError, UnknownIdError
+
+INSTRUCT_ONLY_BLOCK = 4_675_163  # B7_MULTICHOICE ends; INSTRUCT_8B takes the whole reward
+INSTRUCT_SECOND_PERIOD_BLOCK = 4_900_000  # ours: INSTRUCT_8B's second-period task weights
+REASONING_BLOCK = 5_158_632  # DISTILLED_REASONING_3B replaces INSTRUCT_8B
+
+
+def _entry(start_block: int, *shares: tuple[Competition, float]) -> ScheduleEntry:
+    return ScheduleEntry(
+        start_block=start_block,
+        competitions=tuple(CompetitionShare(competition=c, reward_share=s) for c, s in shares),
+    )
+
+
+SCHEDULE = Schedule(
+    entries=(
+        # From before this project's history starts (SN9_MODEL had been retired by then).
+        _entry(0, (B7_MULTICHOICE, 0.75), (INSTRUCT_8B, 0.25)),
+        _entry(INSTRUCT_ONLY_BLOCK, (INSTRUCT_8B, 1.0)),
+        _entry(INSTRUCT_SECOND_PERIOD_BLOCK, (INSTRUCT_8B_V2, 1.0)),
+        _entry(REASONING_BLOCK, (DISTILLED_REASONING_3B, 1.0)),
+    )
+)
+
+# Devnet and demo: both tiny competitions from block 0; unequal shares so the scaling shows.
+LOCAL_SCHEDULE = Schedule(entries=(_entry(0, (LOCAL_INSTRUCT, 0.6), (LOCAL_REASONING, 0.4)),))
+
+# Every definition, superseded periods included (INSTRUCT_8B appears twice, same id and name).
+ALL_COMPETITIONS: tuple[Competition, ...] = (
+    SN9_MODEL,
+    B7_MULTICHOICE,
+    INSTRUCT_8B,
+    INSTRUCT_8B_V2,
+    DISTILLED_REASONING_3B,
+    EFFICIENT_1GPU_1DAY,
+    MERGE_GENERALIST,
+    LOCAL_INSTRUCT,
+    LOCAL_REASONING,
+)
+
+_SCHEDULES = {"mainnet": SCHEDULE, "local": LOCAL_SCHEDULE}
+
+
+def _check_ids_and_names(definitions: tuple[Competition, ...]) -> None:
+    """One id per name and one name per id across every definition, periods included.
+
+    (The records already check shares, weights and ids within one schedule entry.)
+    """
+    by_id: dict[int, str] = {}
+    by_name: dict[str, int] = {}
+    for c in definitions:
+        if by_id.setdefault(c.id, c.name) != c.name or by_name.setdefault(c.name, c.id) != c.id:
+            raise ConfigError(f"competition {c.name} (id {c.id}) clashes with another definition")
+
+
+_check_ids_and_names(ALL_COMPETITIONS)
+
+
+def get_schedule(name: str) -> Schedule:
+    """The schedule called `name`: "mainnet" (subnet 37) or "local" (devnet, demo, tests).
+
+    Raises:
+        UnknownIdError: not a known schedule name.
+    """
+    try:
+        return _SCHEDULES[name]
+    except KeyError:
+        raise UnknownIdError(
+            f"unknown schedule {name!r}; known: {', '.join(_SCHEDULES)}", schedule=name
+        ) from None
+
+
+def active_competitions(block: int, schedule: Schedule = SCHEDULE) -> list[CompetitionShare]:
+    """The competitions and reward shares in force at `block` (shares sum to 1)."""
+    return list(schedule.active_at(block).competitions)
+
+
+def _matches(competition: Competition, key: str | int) -> bool:
+    if isinstance(key, int):
+        return competition.id == key
+    return competition.name.upper() == key.upper()
+
+
+def _candidates(schedule: Schedule) -> list[Competition]:
+    """Schedule definitions, latest entry first, then every other known definition."""
+    found = [s.competition for e in reversed(schedule.entries) for s in e.competitions]
+    return found + list(reversed(ALL_COMPETITIONS))
+
+
+def _unknown(key: str | int, known: list[Competition], block: int | None = None) -> UnknownIdError:
+    names = sorted({c.name for c in known})
+    ids = sorted({c.id for c in known})
+    if block is None:
+        message = f"unknown competition {key!r}; known: {', '.join(names)} (ids {ids})"
+    else:
+        message = (
+            f"competition {key!r} is not active at block {block:,}; "
+            f"active: {', '.join(names)} (ids {ids})"
+        )
+    if isinstance(key, str):
+        close = difflib.get_close_matches(key.upper(), names, n=1, cutoff=0.5)
+        if close:
+            message += f"; did you mean {close[0]!r}?"
+    return UnknownIdError(message, competition=key)
+
+
+def get_competition(
+    name_or_id: str | int, *, block: int | None = None, schedule: Schedule = SCHEDULE
+) -> Competition:
+    """Look a competition up by name (case-insensitive) or id (an int or a string of digits).
+
+    Args:
+        name_or_id: e.g. "INSTRUCT_8B", 3 or "3".
+        block: when given, the definition in force at that block in `schedule`; it must be
+            active then. When None, the latest definition in `schedule`, else any known one.
+        schedule: the schedule to read.
+
+    Returns:
+        The competition definition.
+
+    Raises:
+        UnknownIdError: no such competition, or (with `block`) not active at that block. The
+            message lists the known names and suggests the nearest.
+    """
+    key: str | int = name_or_id
+    if isinstance(key, str) and key.strip().isdigit():
+        key = int(key)
+    if block is not None:
+        active = [s.competition for s in schedule.active_at(block).competitions]
+        for competition in active:
+            if _matches(competition, key):
+                return competition
+        raise _unknown(key, active, block)
+    candidates = _candidates(schedule)
+    for competition in candidates:
+        if _matches(competition, key):
+            return competition
+    raise _unknown(key, candidates)
+
+
+__all__ = [
+    "ALL_COMPETITIONS",
+    "INSTRUCT_ONLY_BLOCK",
+    "INSTRUCT_SECOND_PERIOD_BLOCK",
+    "LOCAL_SCHEDULE",
+    "REASONING_BLOCK",
+    "SCHEDULE",
+    "active_competitions",
+    "get_competition",
+    "get_schedule",
+]

@@ -1,0 +1,74 @@
+"""A model's score over a competition's tasks (SPEC §5): Σ weight × normalise(raw).
+
+Raw scores are "lower is better" everywhere, and so is the aggregate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping, Sequence
+
+from finetune.competition import EvalTaskSpec
+
+
+def effective_weights(
+    tasks: Sequence[EvalTaskSpec], dropped: Collection[str] = ()
+) -> dict[str, float]:
+    """Task weights rescaled to sum to 1 over the tasks not dropped this round.
+
+    Args:
+        tasks: the competition's tasks.
+        dropped: names of tasks whose data could not be loaded this round (for everyone).
+
+    Returns:
+        name -> weight for each remaining task; empty if every task was dropped.
+    """
+    kept = [t for t in tasks if t.name not in dropped]
+    total = math.fsum(t.weight for t in kept)
+    return {t.name: t.weight / total for t in kept} if total > 0 else {}
+
+
+def normalised_scores(
+    raw_by_task: Mapping[str, float], tasks: Sequence[EvalTaskSpec], dropped: Collection[str] = ()
+) -> dict[str, float]:
+    """Each remaining task's normalised score; a missing or non-finite raw score gives inf.
+
+    The per-task breakdown the round table logs beside the aggregate.
+    """
+    out: dict[str, float] = {}
+    for task in tasks:
+        if task.name in dropped:
+            continue
+        raw = raw_by_task.get(task.name, math.inf)
+        # Check before normalising: the exponential maps inf to 1, which would hide a failure.
+        out[task.name] = task.normalization.apply(raw) if math.isfinite(raw) else math.inf
+    return out
+
+
+def aggregate_score(
+    raw_by_task: Mapping[str, float],
+    tasks: Sequence[EvalTaskSpec],
+    dropped: Collection[str] = (),
+) -> float:
+    """Weighted sum of normalised task scores, weights rescaled over the tasks not dropped.
+
+    Args:
+        raw_by_task: task name -> raw score of one model. A task that is missing here (its
+            evaluation crashed) counts as failed. Entries for dropped tasks are ignored.
+        tasks: the competition's tasks.
+        dropped: names of tasks dropped for everyone this round.
+
+    Returns:
+        The score (lower is better); inf if any remaining task failed (missing, inf or NaN),
+        or if every task was dropped (nothing to compare, so nobody can win).
+    """
+    weights = effective_weights(tasks, dropped)
+    if not weights:
+        return math.inf
+    normalised = normalised_scores(raw_by_task, tasks, dropped)
+    if not all(math.isfinite(v) for v in normalised.values()):
+        return math.inf
+    return math.fsum(weights[name] * value for name, value in normalised.items())
+
+
+__all__ = ["aggregate_score", "effective_weights", "normalised_scores"]
