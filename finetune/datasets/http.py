@@ -1,0 +1,230 @@
+"""A small client for the Hugging Face datasets-server (``/size`` and ``/rows``).
+
+Every call has a deadline, transient failures (timeouts, connection errors, 429 and 5xx) are
+retried with exponential back-off, a ``Retry-After`` header is honoured (capped), and after
+the last attempt the caller gets `DataUnavailable` with the reason. Other 4xx answers are not
+retried: asking again will not change them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import json
+import logging
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from finetune.datasets.config import DataConfig
+from finetune.errors import DataUnavailable
+
+logger = logging.getLogger(__name__)
+
+MAX_PAGE_ROWS = 100  # the rows API refuses longer pages
+_RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_CHUNK = 64 * 1024
+_USER_AGENT = "finetune-subnet-validator"
+
+
+@dataclass(frozen=True)
+class SplitSize:
+    """One (config, split) of a dataset and its row count, from ``/size``."""
+
+    config: str
+    split: str
+    num_rows: int
+
+
+@dataclass(frozen=True)
+class RowsPage:
+    """One page from ``/rows``. Rows whose cells the server truncated are left out."""
+
+    offset: int
+    rows: tuple[Mapping[str, Any], ...]
+    num_rows_total: int
+    truncated_skipped: int = 0
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, delay_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay_s = delay_s
+
+
+class DatasetsServerClient:
+    """Reads dataset sizes and pages of rows.
+
+    Args:
+        config: Endpoints, timeout, retry count and back-off.
+        sleep: How to wait between attempts (tests pass a recorder).
+    """
+
+    def __init__(self, config: DataConfig, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._config = config
+        self._sleep = sleep
+
+    def splits(self, dataset: str) -> list[SplitSize]:
+        """Every (config, split) of `dataset` with its row count.
+
+        Raises:
+            DataUnavailable: The server could not be reached or answered nonsense.
+        """
+        payload = self._get_json(self._config.endpoint, "/size", {"dataset": dataset})
+        try:
+            entries = payload["size"]["splits"]
+            return [
+                SplitSize(str(e["config"]), str(e["split"]), int(e["num_rows"])) for e in entries
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataUnavailable(
+                f"/size for {dataset} has no size.splits list: {exc!r}", dataset=dataset
+            ) from exc
+
+    def rows(
+        self, dataset: str, config: str, split: str, *, offset: int, length: int = MAX_PAGE_ROWS
+    ) -> RowsPage:
+        """One page of rows starting at `offset` (at most 100 rows).
+
+        Raises:
+            ValueError: `length` is outside 1..100 or `offset` is negative.
+            DataUnavailable: The server could not be reached or answered nonsense.
+        """
+        if not 1 <= length <= MAX_PAGE_ROWS or offset < 0:
+            raise ValueError(f"need 0 <= offset and 1 <= length <= 100, got {offset=} {length=}")
+        params = {
+            "dataset": dataset,
+            "config": config,
+            "split": split,
+            "offset": str(offset),
+            "length": str(length),
+        }
+        payload = self._get_json(self._config.endpoint, "/rows", params)
+        try:
+            items = payload["rows"]
+            kept = tuple(item["row"] for item in items if not item.get("truncated_cells"))
+            total = int(payload.get("num_rows_total", 0))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataUnavailable(
+                f"/rows for {dataset} at offset {offset} is malformed: {exc!r}", dataset=dataset
+            ) from exc
+        skipped = len(items) - len(kept)
+        if skipped:
+            logger.info(
+                "%s offset %d: skipped %d rows with truncated cells", dataset, offset, skipped
+            )
+        return RowsPage(offset, kept, total, skipped)
+
+    def current_sha(self, dataset: str) -> str:
+        """The commit sha the Hub serves for `dataset` now (used to check a pinned revision).
+
+        Raises:
+            DataUnavailable: The Hub could not be reached or gave no sha.
+        """
+        quoted = urllib.parse.quote(dataset, safe="/")
+        payload = self._get_json(self._config.hub_endpoint, f"/api/datasets/{quoted}", {})
+        sha = payload.get("sha") if isinstance(payload, dict) else None
+        if not isinstance(sha, str) or not sha:
+            raise DataUnavailable(f"the Hub gave no sha for dataset {dataset}", dataset=dataset)
+        return sha
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _get_json(self, base: str, path: str, params: Mapping[str, str]) -> Any:
+        query = urllib.parse.urlencode(params)
+        url = f"{base.rstrip('/')}{path}" + (f"?{query}" if query else "")
+        attempts = self._config.retries + 1
+        last = "no attempt made"
+        for attempt in range(attempts):
+            try:
+                return self._get_once(url)
+            except _Retryable as exc:
+                last = str(exc)
+                if attempt + 1 == attempts:
+                    break
+                delay = exc.delay_s
+                if delay is None:
+                    delay = self._config.backoff_s * 2**attempt
+                delay = min(delay, self._config.max_retry_after_s)
+                logger.warning(
+                    "GET %s failed (%s); attempt %d/%d, retrying in %.2fs",
+                    url,
+                    last,
+                    attempt + 1,
+                    attempts,
+                    delay,
+                )
+                self._sleep(delay)
+        raise DataUnavailable(
+            f"GET {url} failed after {attempts} attempts: {last}", url=url, attempts=attempts
+        )
+
+    def _get_once(self, url: str) -> Any:
+        request = urllib.request.Request(
+            url, headers={"User-Agent": _USER_AGENT, "Accept": "application/json"}
+        )
+        deadline = time.monotonic() + self._config.timeout_s
+        try:
+            with urllib.request.urlopen(request, timeout=self._config.timeout_s) as response:
+                body = _read_before(response, deadline, self._config.timeout_s)
+        except urllib.error.HTTPError as exc:
+            _raise_for_status(exc, url)
+        except TimeoutError as exc:
+            raise _Retryable(f"timed out after {self._config.timeout_s}s") from exc
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, TimeoutError):
+                raise _Retryable(f"timed out after {self._config.timeout_s}s") from exc
+            raise _Retryable(f"connection failed: {exc.reason}") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise _Retryable(f"connection failed: {exc!r}") from exc
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise DataUnavailable(f"GET {url} returned invalid JSON: {exc}", url=url) from exc
+
+
+def _read_before(response: Any, deadline: float, timeout_s: float) -> bytes:
+    # urllib's timeout bounds each socket read, not the whole body; a server that trickles
+    # bytes could otherwise hold us far past the deadline.
+    chunks = []
+    while chunk := response.read(_CHUNK):
+        chunks.append(chunk)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"body not received within {timeout_s}s")
+    return b"".join(chunks)
+
+
+def _raise_for_status(exc: urllib.error.HTTPError, url: str) -> None:
+    try:
+        detail = exc.read(2000).decode("utf-8", "replace").strip()
+    except OSError:
+        detail = ""
+    reason = f"HTTP {exc.code}" + (f": {detail}" if detail else "")
+    if exc.code in _RETRY_STATUSES:
+        raise _Retryable(reason, _retry_after_s(exc.headers.get("Retry-After"))) from exc
+    raise DataUnavailable(f"GET {url} refused: {reason}", url=url, status=exc.code) from exc
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+__all__ = ["MAX_PAGE_ROWS", "DatasetsServerClient", "RowsPage", "SplitSize"]
