@@ -44,11 +44,15 @@ class TrackedModel(BaseModel):
 class EvalRecord(BaseModel):
     """One evaluation of a model in one round."""
 
+    # A failed evaluation scores inf; keep it as `Infinity` in JSON rather than null.
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
     window_block: int
     revision: str
     score: float  # inf when the evaluation failed
     win_rate: float = 0.0
     tasks: dict[str, float] = Field(default_factory=dict)  # task -> raw
+    fingerprint: str = ""  # task names and versions, so a change of tasks earns a re-evaluation
     reason: str = ""
 
     @property
@@ -58,6 +62,8 @@ class EvalRecord(BaseModel):
 
 class CompetitionState(BaseModel):
     """Per competition: smoothed weights, the models kept for the next round, history."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
 
     ema: dict[str, float] = Field(default_factory=dict)  # hotkey -> smoothed weight
     keep: list[str] = Field(default_factory=list)  # hotkeys carried to the next round

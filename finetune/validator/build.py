@@ -1,0 +1,91 @@
+"""Build a validator from its settings: the real or local backends, chosen by spec strings."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+
+from rich.console import Console
+
+import competitions
+import constants
+from finetune.chain import open_chain
+from finetune.datasets import DataConfig
+from finetune.storage import ModelCache, open_store
+from finetune.validator.fetcher import StoreFetcher
+from finetune.validator.loop import LoopConfig, Validator
+from finetune.validator.metrics import MetricsSink, NullSink, WandbSink
+from finetune.validator.settings import ValidatorSettings
+
+logger = logging.getLogger(__name__)
+
+
+def load_wallet(settings: ValidatorSettings):
+    """The bittensor wallet named in the settings (its hotkey signs the weights)."""
+    import bittensor as bt
+
+    return bt.Wallet(name=settings.wallet.name, hotkey=settings.wallet.hotkey,
+                     path=str(settings.wallet.path.expanduser()))
+
+
+def _sink(settings: ValidatorSettings) -> MetricsSink:
+    if not settings.wandb.project:
+        return NullSink()
+    return WandbSink(project=settings.wandb.project, entity=settings.wandb.entity, mode=settings.wandb.mode,
+                     config=settings.model_dump(mode="json"), dir=settings.state_path.parent / "wandb",
+                     rounds_per_run=settings.wandb.rounds_per_run)
+
+
+def build_validator(settings: ValidatorSettings, *, console: Console | None = None) -> Validator:
+    """Wire chain, store, cache, schedule and metrics as the settings say.
+
+    Raises:
+        ConfigError: an unknown chain, hub or schedule spec (the message lists the forms).
+    """
+    chain = open_chain(settings.chain, netuid=settings.netuid, timeout_s=settings.chain_timeout_s)
+    weights_chain = (open_chain(settings.weights_chain or settings.chain, netuid=settings.netuid,
+                                timeout_s=settings.chain_timeout_s))
+    store = open_store(settings.hub)
+    cache = ModelCache(settings.model_dir.expanduser(), min_free_bytes=int(settings.min_free_gb * 1024**3),
+                       grace_period_s=settings.cleanup_grace_s)
+    schedule = competitions.get_schedule(settings.schedule)
+    data = DataConfig(offline=settings.offline, data_dir=settings.data_dir)
+    intervals = settings.intervals
+    config = LoopConfig(
+        state_path=settings.state_path.expanduser(), device=settings.resolved_device(),
+        batch_tokens=settings.batch_tokens, model_deadline_s=settings.model_deadline_s,
+        max_samples=settings.max_samples, set_weights=not settings.offline, max_rounds=settings.max_rounds,
+        heartbeat_path=settings.heartbeat_path, metagraph_sync_s=intervals.metagraph_sync_s,
+        uid_check_s=intervals.uid_check_s, weights_s=intervals.weights_s, cleanup_s=intervals.cleanup_s,
+        idle_s=intervals.idle_s, genesis_block=constants.SUBNET_GENESIS_BLOCK,
+        window_blocks=constants.SYNC_WINDOW_BLOCKS, data=data,
+    )
+    wallet = None if settings.offline and settings.chain.startswith("devnet:") else load_wallet(settings)
+    return Validator(config=config, chain=chain, weights_chain=weights_chain, schedule=schedule,
+                     fetcher=StoreFetcher(store, cache), wallet=wallet,
+                     cleanup=lambda keep: cache.cleanup(keep), sink=_sink(settings), console=console)
+
+
+def install_signal_handlers(validator: Validator) -> None:
+    """SIGTERM/SIGINT: abandon the current model, save state, exit cleanly."""
+
+    def stop(signum, _frame) -> None:
+        logger.info("received %s: stopping after saving state", signal.Signals(signum).name)
+        validator.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def run_validator(settings: ValidatorSettings) -> int:
+    """Build and run the validator daemon until stopped. Returns the exit code."""
+    validator = build_validator(settings)
+    install_signal_handlers(validator)
+    try:
+        return validator.run()
+    finally:
+        validator.sink.close()
+
+
+__all__ = ["build_validator", "install_signal_handlers", "load_wallet", "run_validator"]

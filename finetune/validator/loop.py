@@ -1,0 +1,307 @@
+"""The validator daemon: one loop owns the state; helper threads only feed it.
+
+Threads (SPEC §8): metagraph sync, model updater, disk cleanup and weight setter run in the
+background and talk to the eval loop through a bounded queue and two guarded references
+(the latest metagraph, the latest weights). Only the eval loop reads or writes `state`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from finetune import version_key
+from finetune.chain import ChainClient, MetagraphSnapshot
+from finetune.competition import Competition, Schedule
+from finetune.datasets import DataConfig
+from finetune.errors import ChainError, FinetuneError
+from finetune.scoring import fallback_seed, sync_window_start, window_seed
+from finetune.validator import report
+from finetune.validator.metrics import MetricsSink, NullSink
+from finetune.validator.round import (
+    RoundResult,
+    apply_round,
+    execute_round,
+    load_round_data,
+    plan_round,
+    subnet_weights,
+)
+from finetune.validator.state import TrackedModel, ValidatorState, load_state, save_state
+from finetune.validator.updater import ModelFetcher, UpdateResult, update_models
+from finetune.validator.worker import WorkerOutcome, run_isolated
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoopConfig:
+    """The parts of the settings the loop itself uses (built from ValidatorSettings)."""
+
+    state_path: Path
+    device: str = "cpu"
+    batch_tokens: int = 8192
+    model_deadline_s: float = 720
+    max_samples: int | None = None
+    set_weights: bool = True
+    max_rounds: int | None = None
+    heartbeat_path: Path | None = None
+    metagraph_sync_s: float = 20 * 60
+    uid_check_s: float = 20 * 60
+    weights_s: float = 3600
+    weights_retry_s: float = 300
+    cleanup_s: float = 1800
+    idle_s: float = 30
+    genesis_block: int = 3_138_611
+    window_blocks: int = 360
+    updates_per_step: int = 16
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+class Validator:
+    """Wires the chain, the store and the evaluator into rounds. See `run` and `run_once`."""
+
+    def __init__(
+        self,
+        *,
+        config: LoopConfig,
+        chain: ChainClient,
+        schedule: Schedule,
+        fetcher: ModelFetcher,
+        wallet: Any = None,
+        weights_chain: ChainClient | None = None,
+        cleanup: Callable[[dict[str, str]], None] | None = None,
+        sink: MetricsSink | None = None,
+        console: Console | None = None,
+        evaluate: Callable[..., WorkerOutcome] = run_isolated,
+    ) -> None:
+        self.config = config
+        self.chain = chain
+        self.weights_chain = weights_chain or chain
+        self.schedule = schedule
+        self.fetcher = fetcher
+        self.wallet = wallet
+        self.cleanup = cleanup
+        self.sink = sink or NullSink()
+        self.console = console or Console()
+        self.evaluate = evaluate
+        self.stop_event = threading.Event()
+        self.state: ValidatorState = load_state(config.state_path)
+        self.rounds_done = 0
+        self.results: list[RoundResult] = []
+        self._updates: queue.Queue[UpdateResult] = queue.Queue(maxsize=256)
+        self._guard = threading.Lock()
+        self._metagraph: MetagraphSnapshot | None = None
+        self._weights: dict[str, float] = dict(self.state.last_weights)
+        self._weights_version = 0
+        self._updater_view: dict[str, TrackedModel] = dict(self.state.models)
+
+    # ---- metagraph ------------------------------------------------------------------
+    def sync_metagraph(self) -> MetagraphSnapshot:
+        snapshot = self.chain.metagraph()
+        with self._guard:
+            self._metagraph = snapshot
+        return snapshot
+
+    @property
+    def metagraph(self) -> MetagraphSnapshot | None:
+        with self._guard:
+            return self._metagraph
+
+    # ---- model updates --------------------------------------------------------------
+    def update_step(self, *, limit: int | None, start_uid: int = 0) -> list[UpdateResult]:
+        """Check due uids and queue the results for the eval loop (updater thread side)."""
+        snapshot = self.metagraph
+        if snapshot is None:
+            return []
+        with self._guard:
+            view = dict(self._updater_view)
+        results = update_models(view, snapshot, schedule=self.schedule, fetcher=self.fetcher,
+                                interval_s=self.config.uid_check_s, limit=limit, start_uid=start_uid)
+        with self._guard:
+            for result in results:
+                self._updater_view[result.hotkey] = result.model
+        for result in results:
+            self._updates.put(result)  # blocks when the eval loop is far behind: back-pressure
+        return results
+
+    def apply_updates(self) -> int:
+        """Eval loop side: fold queued update results into the state."""
+        applied = 0
+        while True:
+            try:
+                result = self._updates.get_nowait()
+            except queue.Empty:
+                return applied
+            self.state.models[result.hotkey] = result.model
+            if result.changed:
+                comp = self.state.competition(result.model.competition_id)
+                if result.hotkey not in comp.pending:
+                    comp.pending.append(result.hotkey)
+            applied += 1
+
+    def referenced_models(self) -> dict[str, str]:
+        """hotkey -> revision of every model on disk that must not be cleaned up."""
+        with self._guard:
+            return {h: m.revision for h, m in self._updater_view.items() if m.status == "ready"}
+
+    # ---- rounds ---------------------------------------------------------------------
+    def _seed(self, window_block: int) -> int:
+        try:
+            return window_seed(self.chain.block_hash(window_block))
+        except (ChainError, FinetuneError) as exc:
+            seed = fallback_seed(window_block)
+            logger.warning("block hash of %d unavailable (%s); using fallback seed %d", window_block, exc, seed)
+            return seed
+
+    def _evaluate_model(self, model: TrackedModel, competition: Competition, task_data) -> WorkerOutcome:
+        options = {"device": self.config.device, "batch_tokens": self.config.batch_tokens}
+        return self.evaluate(model.local_path, competition, task_data, deadline_s=self.config.model_deadline_s,
+                             options=options, should_abort=self.stop_event.is_set)
+
+    def run_round(self, competition: Competition, block: int) -> RoundResult | None:
+        """Evaluate one competition for the current sync window, if there is anything to do."""
+        window = sync_window_start(block, genesis=self.config.genesis_block, window=self.config.window_blocks)
+        comp_state = self.state.competition(competition.id)
+        if comp_state.last_window >= window and not (self.config.max_rounds and comp_state.pending):
+            return None
+        plan = plan_round(self.state, competition, window_block=window, seed=self._seed(window),
+                          block_now=block, max_samples=self.config.max_samples)
+        if not plan.hotkeys:
+            return None
+        task_data = load_round_data(plan, self.config.data)
+        result = execute_round(plan, self.state, lambda m, data: self._evaluate_model(m, competition, data),
+                               task_data, console=self.console)
+        if self.stop_event.is_set():
+            logger.info("shutdown during round of %s: round abandoned, state untouched", competition.name)
+            return None
+        apply_round(self.state, plan, result)
+        self.results.append(result)
+        report.print_round(self.console, result)
+        self.sink.log(report.round_record(result))
+        return result
+
+    def rounds_step(self) -> int:
+        """Run every active competition's round that is due. Returns how many ran."""
+        block = self.chain.current_block()
+        entry = self.schedule.active_at(block)
+        active = {str(share.competition.id) for share in entry.competitions}
+        for ended in [cid for cid in self.state.competitions if cid not in active]:
+            logger.info("competition %s is no longer active: dropping its weights", ended)
+            del self.state.competitions[ended]
+        ran = 0
+        for share in entry.competitions:
+            if self.stop_event.is_set():
+                break
+            if self.run_round(share.competition, block) is not None:
+                ran += 1
+                self.rounds_done += 1
+        if ran:
+            weights = subnet_weights(self.state, entry)
+            self.state.last_weights = weights
+            with self._guard:
+                self._weights = dict(weights)
+                self._weights_version += 1
+        save_state(self.state, self.config.state_path)
+        return ran
+
+    # ---- weights --------------------------------------------------------------------
+    def weights_by_uid(self) -> dict[int, float]:
+        snapshot = self.metagraph
+        with self._guard:
+            weights = dict(self._weights)
+        if snapshot is None:
+            return {}
+        uid_of = {n.hotkey: n.uid for n in snapshot.neurons}
+        by_uid = {uid_of[h]: w for h, w in weights.items() if h in uid_of and w > 0}
+        total = sum(by_uid.values())
+        return {uid: w / total for uid, w in by_uid.items()} if total > 0 else {}
+
+    def set_weights_once(self) -> bool:
+        weights = self.weights_by_uid()
+        if not weights:
+            logger.info("no weights to set yet")
+            return False
+        snapshot = self.metagraph
+        self.console.print(report.weights_table(weights, {n.uid: n.hotkey for n in snapshot.neurons}))
+        if not self.config.set_weights:
+            logger.info("offline: not setting weights")
+            return True
+        try:
+            self.weights_chain.set_weights(self.wallet, weights, version_key=version_key())
+        except ChainError as exc:
+            logger.warning("set_weights failed (%s: %s); will retry", exc.reason, exc)
+            return False
+        logger.info("weights set for %d uids", len(weights))
+        return True
+
+    # ---- drivers --------------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        if self.config.heartbeat_path is not None:
+            self.config.heartbeat_path.parent.mkdir(parents=True, exist_ok=True)
+            self.config.heartbeat_path.touch()
+
+    def run_once(self) -> list[RoundResult]:
+        """One synchronous pass: sync, check every uid, one round per active competition,
+        set weights. For the demo, tests and dry runs."""
+        snapshot = self.sync_metagraph()
+        self.state.realign(snapshot.hotkeys)
+        with self._guard:
+            self._updater_view = dict(self.state.models)
+        self.update_step(limit=None)
+        self.apply_updates()
+        before = len(self.results)
+        self.rounds_step()
+        self.set_weights_once()
+        self._heartbeat()
+        return self.results[before:]
+
+    def run(self) -> int:
+        """The daemon. Returns 0 after a clean stop (signal or max_rounds)."""
+        from finetune.validator.threads import start_background_threads
+
+        self._heartbeat()
+        snapshot = self._retry_until_stopped(self.sync_metagraph, "initial metagraph sync")
+        if snapshot is None:
+            return 0
+        self.state.realign(snapshot.hotkeys)
+        with self._guard:
+            self._updater_view = dict(self.state.models)
+        threads = start_background_threads(self)
+        try:
+            while not self.stop_event.is_set():
+                self.apply_updates()
+                try:
+                    ran = self.rounds_step()
+                except ChainError as exc:
+                    logger.warning("chain unavailable for the eval loop (%s); retrying", exc)
+                    ran = 0
+                self._heartbeat()
+                if self.config.max_rounds is not None and self.rounds_done >= self.config.max_rounds:
+                    break
+                if not ran:
+                    self.stop_event.wait(self.config.idle_s)
+        finally:
+            self.stop_event.set()
+            save_state(self.state, self.config.state_path)
+            for thread in threads:
+                thread.join(timeout=5)
+        return 0
+
+    def _retry_until_stopped(self, fn, what: str):
+        delay = 5.0
+        while not self.stop_event.is_set():
+            try:
+                return fn()
+            except ChainError as exc:
+                logger.warning("%s failed (%s); retrying in %.0fs", what, exc, delay)
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, 300)
+        return None

@@ -1,0 +1,143 @@
+"""Check one miner's commitment and bring its model onto disk, or say exactly why not.
+
+The order follows SPEC §8: cheap checks first, nothing downloaded until the revision's size,
+files and parameter count are known to be acceptable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from finetune.chain import MetagraphSnapshot, ModelId, NeuronInfo, decode_commitment
+from finetune.competition import Schedule
+from finetune.errors import DiskFull, FinetuneError, ModelRejected, RepoNotFound, StorageError
+from finetune.validator.state import TrackedModel
+
+logger = logging.getLogger(__name__)
+
+# Reasons that may clear up on their own: the uid is checked again at its next turn.
+TRANSIENT_REASONS = frozenset(
+    {"eval_delay", "repo_not_found", "disk_low", "storage", "download_failed", "chain"}
+)
+
+
+class ModelFetcher(Protocol):
+    """What the updater needs of storage: look before downloading, then download and check."""
+
+    def inspect(self, model_id: ModelId, constraints) -> None: ...
+
+    def fetch(self, hotkey: str, model_id: ModelId) -> str: ...
+
+    def verify(self, model_dir: str, hotkey: str, model_id: ModelId, constraints) -> str: ...
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    hotkey: str
+    model: TrackedModel
+    changed: bool  # a new model is ready to be evaluated
+
+
+def needs_check(previous: TrackedModel | None, neuron: NeuronInfo, *, now: float, interval_s: float) -> bool:
+    """A uid is (re)checked when its commitment changed, or a transient failure is due a retry."""
+    if neuron.commitment is None:
+        return previous is not None
+    if previous is None or previous.commitment != neuron.commitment or previous.uid != neuron.uid:
+        return True
+    if previous.status == "ready":
+        return False
+    if previous.status == "rejected" and previous.reason not in TRANSIENT_REASONS:
+        return False  # the same bad commitment stays bad
+    return now - previous.checked_at >= interval_s
+
+
+def _tracked(neuron: NeuronInfo, **fields) -> TrackedModel:
+    return TrackedModel(
+        hotkey=neuron.hotkey,
+        uid=neuron.uid,
+        commitment=neuron.commitment or "",
+        block=neuron.commitment_block or 0,
+        checked_at=time.time(),
+        **fields,
+    )
+
+
+def check_neuron(
+    neuron: NeuronInfo, *, schedule: Schedule, block_now: int, fetcher: ModelFetcher
+) -> TrackedModel:
+    """Decode, gate and fetch one neuron's model. Never raises for anything the miner did.
+
+    Returns:
+        A `TrackedModel` whose status is ``ready`` (checked, on disk), ``pending`` (waiting
+        for the eval delay) or ``rejected`` with a reason code and a detail.
+    """
+    decoded = decode_commitment(neuron.commitment)
+    if not isinstance(decoded, ModelId):
+        return _tracked(neuron, status="rejected", reason="invalid_commitment", detail=decoded.reason)
+    model_id = decoded
+    base = dict(repo_id=model_id.repo_id, revision=model_id.commit, competition_id=model_id.competition_id)
+    submitted = neuron.commitment_block or 0
+    competition = schedule.competition_at(model_id.competition_id, submitted)
+    current = schedule.competition_at(model_id.competition_id, block_now)
+    if competition is None or current is None:
+        return _tracked(neuron, status="rejected", reason="unknown_competition",
+                        detail=f"competition {model_id.competition_id} not active at block "
+                               f"{submitted if competition is None else block_now}", **base)
+    constraints = current.constraints
+    if block_now - submitted < constraints.eval_block_delay:
+        wait = constraints.eval_block_delay - (block_now - submitted)
+        return _tracked(neuron, status="pending", reason="eval_delay",
+                        detail=f"eligible in {wait} blocks", **base)
+    try:
+        fetcher.inspect(model_id, constraints)
+        model_dir = fetcher.fetch(neuron.hotkey, model_id)
+        content_hash = fetcher.verify(model_dir, neuron.hotkey, model_id, constraints)
+    except ModelRejected as exc:
+        return _tracked(neuron, status="rejected", reason=exc.reason, detail=str(exc), **base)
+    except RepoNotFound as exc:
+        return _tracked(neuron, status="rejected", reason="repo_not_found", detail=str(exc), **base)
+    except DiskFull as exc:
+        return _tracked(neuron, status="rejected", reason="disk_low", detail=str(exc), **base)
+    except (StorageError, OSError) as exc:
+        return _tracked(neuron, status="rejected", reason="download_failed", detail=str(exc)[:300], **base)
+    except FinetuneError as exc:
+        return _tracked(neuron, status="rejected", reason=exc.reason, detail=str(exc)[:300], **base)
+    return _tracked(neuron, status="ready", local_path=model_dir, content_hash=content_hash, **base)
+
+
+def update_models(
+    models: dict[str, TrackedModel],
+    metagraph: MetagraphSnapshot,
+    *,
+    schedule: Schedule,
+    fetcher: ModelFetcher,
+    interval_s: float,
+    now: float | None = None,
+    limit: int | None = None,
+    start_uid: int = 0,
+) -> list[UpdateResult]:
+    """Check, round-robin from `start_uid`, the uids due a check; at most `limit` of them.
+
+    `models` is not modified: the caller (the one loop owning state) applies the results.
+    """
+    now = time.time() if now is None else now
+    neurons = sorted(metagraph.neurons, key=lambda n: ((n.uid - start_uid) % max(len(metagraph.neurons), 1)))
+    results: list[UpdateResult] = []
+    for neuron in neurons:
+        if limit is not None and len(results) >= limit:
+            break
+        previous = models.get(neuron.hotkey)
+        if neuron.commitment is None or not needs_check(previous, neuron, now=now, interval_s=interval_s):
+            continue
+        checked = check_neuron(neuron, schedule=schedule, block_now=metagraph.block, fetcher=fetcher)
+        changed = checked.status == "ready" and (
+            previous is None or previous.status != "ready" or previous.revision != checked.revision
+            or previous.content_hash != checked.content_hash
+        )
+        if checked.status == "rejected":
+            logger.info("uid %d (%s) rejected: %s %s", neuron.uid, neuron.hotkey[:8], checked.reason, checked.detail)
+        results.append(UpdateResult(neuron.hotkey, checked, changed))
+    return results

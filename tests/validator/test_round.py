@@ -1,0 +1,122 @@
+import math
+
+import pytest
+
+from finetune.competition import (
+    Competition,
+    EpsilonSpec,
+    EvalTaskSpec,
+    Method,
+    ModelConstraints,
+)
+from finetune.eval import TaskData
+from finetune.validator.round import apply_round, execute_round, find_copies, plan_round
+from finetune.validator.state import TrackedModel, ValidatorState
+from finetune.validator.worker import WorkerOutcome
+
+COMP = Competition(
+    id=7,
+    name="T",
+    constraints=ModelConstraints(
+        max_params=10**6, max_bytes=10**8, sequence_length=64, allowed_architectures=("LlamaForCausalLM",),
+        epsilon=EpsilonSpec(start=0.05, end=0.01, decay_blocks=100),
+    ),
+    tasks=(EvalTaskSpec(name="loss", method=Method.TEXT_LOSS, dataset="fineweb", weight=1.0, samples=4),),
+)
+
+
+def _model(hotkey, uid, block, content, status="ready"):
+    return TrackedModel(hotkey=hotkey, uid=uid, commitment=f"c{uid}", repo_id=f"ns/m{uid}", revision="a" * 40,
+                        competition_id=7, block=block, content_hash=content, status=status, local_path=f"/m/{uid}")
+
+
+def _state(*models, pending=None):
+    state = ValidatorState()
+    for m in models:
+        state.models[m.hotkey] = m
+    state.competition(7).pending = list(pending if pending is not None else [m.hotkey for m in models])
+    return state
+
+
+def _evaluator(scores):
+    def evaluate(model, task_data):
+        score = scores[model.hotkey]
+        if math.isinf(score):
+            return WorkerOutcome(False, math.inf, reason="crashed", detail="boom")
+        return WorkerOutcome(True, score, {"loss": {"raw": score, "normalized": score, "weighted": score, "samples": 4}})
+    return evaluate
+
+
+def _round(state, scores, block_now=1000, window=900):
+    plan = plan_round(state, COMP, window_block=window, seed=1, block_now=block_now)
+    result = execute_round(plan, state, _evaluator(scores), TaskData(seed=1))
+    apply_round(state, plan, result)
+    return plan, result
+
+
+def test_copies_lose_to_the_earliest_commitment():
+    models = {m.hotkey: m for m in [_model("a", 1, 10, "X"), _model("b", 2, 5, "X"), _model("c", 3, 20, "Y")]}
+    assert find_copies(models) == {"a": "b"}
+
+
+def test_plan_takes_keep_and_pending_without_copies_in_block_order():
+    state = _state(_model("a", 1, 30, "X"), _model("b", 2, 10, "Y"), _model("c", 3, 20, "X"),
+                   _model("d", 4, 5, "Z", status="rejected"))
+    plan = plan_round(state, COMP, window_block=900, seed=1, block_now=1000)
+    assert plan.hotkeys == ("b", "c")
+    assert plan.copies == {"a": "c"}
+
+
+def test_earlier_model_wins_within_epsilon_and_copy_is_rejected():
+    # b is earlier (block 10, epsilon decayed to 0.01); a is 0.5% better -> b still wins.
+    state = _state(_model("a", 1, 900, "X"), _model("b", 2, 10, "Y"), _model("c", 3, 950, "Y"))
+    _, result = _round(state, {"a": 0.995, "b": 1.0})  # b: 1.0 * (1 - 0.01) = 0.99 < 0.995
+    rates = {m.hotkey: m.win_rate for m in result.models}
+    assert rates == {"b": 1.0, "a": 0.0}
+    assert result.step_weights == {"b": 1.0, "a": 0.0}
+    assert result.ema == pytest.approx({"b": 0.1})
+    assert state.models["c"].status == "rejected" and state.models["c"].reason == "copy"
+    assert state.competition(7).last_window == 900
+
+
+def test_clearly_better_later_model_wins():
+    state = _state(_model("a", 1, 900, "X"), _model("b", 2, 10, "Y"))
+    _, result = _round(state, {"a": 0.5, "b": 1.0})
+    assert result.step_weights == {"a": 1.0, "b": 0.0}
+
+
+def test_lone_model_takes_the_step():
+    state = _state(_model("a", 1, 10, "X"))
+    _, result = _round(state, {"a": 2.0})
+    assert result.models[0].win_rate == 0.0
+    assert result.step_weights == {"a": 1.0}
+
+
+def test_all_models_failing_gives_nobody_weight():
+    state = _state(_model("a", 1, 10, "X"), _model("b", 2, 20, "Y"))
+    state.competition(7).ema = {"a": 0.5}
+    _, result = _round(state, {"a": math.inf, "b": math.inf})
+    assert result.step_weights == {"a": 0.0, "b": 0.0}
+    assert result.ema == pytest.approx({"a": 0.45})
+    assert all(m.reason.startswith("crashed") for m in result.models)
+
+
+def test_failed_model_gets_one_retry_then_none():
+    state = _state(_model("a", 1, 10, "X"), _model("b", 2, 20, "Y"), _model("c", 3, 30, "Z"),
+                   _model("d", 4, 40, "W"), _model("e", 5, 50, "V"))
+    scores = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4, "e": math.inf}
+    _round(state, scores)
+    comp = state.competition(7)
+    assert comp.keep == ["a", "b", "c"]
+    assert comp.pending == ["e"]  # failed once: one retry; d lost fairly: no retry
+    _round(state, scores, window=1260, block_now=1300)
+    assert "e" not in state.competition(7).pending
+
+
+def test_history_is_recorded_and_bounded():
+    state = _state(_model("a", 1, 10, "X"))
+    for window in (900, 1260, 1620, 1980):
+        state.competition(7).pending = ["a"]
+        _round(state, {"a": 1.0}, window=window, block_now=window + 10)
+    history = state.competition(7).history["a"]
+    assert [r.window_block for r in history] == [1260, 1620, 1980]

@@ -1,0 +1,85 @@
+"""The validator against a devnet chain and a directory hub, with a stand-in evaluator."""
+
+import math
+import shutil
+
+from finetune.validator.state import load_state
+from finetune.validator.worker import WorkerOutcome
+from tests.validator.helpers import make_subnet, make_validator, publish_model
+
+import competitions
+
+LOCAL = competitions.LOCAL_SCHEDULE
+REASONING = competitions.LOCAL_REASONING.id
+
+
+def scored_by_repo(scores):
+    """A stand-in for the isolated worker: the score is looked up by repo name."""
+    calls = []
+
+    def evaluate(model_dir, competition, task_data, *, deadline_s, options, should_abort):
+        name = next(s for s in scores if s in str(model_dir) or s == "*")
+        calls.append((competition.name, model_dir))
+        total = scores[name]
+        tasks = {t.name: {"raw": total, "normalized": total, "weighted": total * t.weight, "samples": 2}
+                 for t in competition.tasks}
+        return WorkerOutcome(math.isfinite(total), total, tasks, reason="" if math.isfinite(total) else "nan")
+
+    evaluate.calls = calls
+    return evaluate
+
+
+def _variant(src, dst, tag: bytes):
+    shutil.copytree(src, dst)
+    (dst / "generation_config.json").write_bytes((src / "generation_config.json").read_bytes().rstrip() + b" " * len(tag))
+    return dst
+
+
+def test_round_scores_uploads_and_sets_weights(tmp_path, tiny_model_dir):
+    chain, store = make_subnet(tmp_path, ["hkA", "hkB", "hkC"])
+    other = _variant(tiny_model_dir, tmp_path / "other", b"x")
+    publish_model(chain, store, tiny_model_dir, hotkey="hkA", repo_id="alice/base", competition_id=REASONING)
+    publish_model(chain, store, other, hotkey="hkB", repo_id="bob/better", competition_id=REASONING)
+    chain.advance(5)
+    # A later copy of bob's files under another hotkey and repo.
+    publish_model(chain, store, other, hotkey="hkC", repo_id="carol/copy", competition_id=REASONING)
+    chain.advance(5)
+
+    evaluate = scored_by_repo({"hkA": 2.0, "hkB": 1.0, "hkC": 0.5})
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=evaluate)
+    results = validator.run_once()
+
+    assert [r.competition_name for r in results] == ["LOCAL_REASONING"]
+    state = load_state(tmp_path / "state.json")
+    assert state.models["hkC"].status == "rejected" and state.models["hkC"].reason == "copy"
+    assert {m.hotkey for m in results[0].models} == {"hkA", "hkB"}
+    weights = chain.validator_weights()[0]
+    uid_b = chain.metagraph().by_hotkey("hkB").uid
+    assert weights == {uid_b: 1.0}
+
+
+def test_rejections_are_recorded_and_others_scored(tmp_path, tiny_model_dir):
+    chain, store = make_subnet(tmp_path, ["good", "garbage", "nowhere", "unknown"])
+    publish_model(chain, store, tiny_model_dir, hotkey="good", repo_id="good/model", competition_id=REASONING)
+    chain.publish_commitment("garbage", "not a model id \x00")
+    chain.publish_commitment("nowhere", "ghost:repo:" + "a" * 40 + ":" + "A" * 43 + "=:102")
+    publish_model(chain, store, tiny_model_dir, hotkey="unknown", repo_id="un/known", competition_id=77)
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=scored_by_repo({"*": 1.0}))
+    results = validator.run_once()
+    state = load_state(tmp_path / "state.json")
+    reasons = {h: m.reason for h, m in state.models.items() if m.status == "rejected"}
+    assert reasons == {"garbage": "invalid_commitment", "nowhere": "repo_not_found", "unknown": "unknown_competition"}
+    assert [m.hotkey for m in results[0].models] == ["good"]
+
+
+def test_eval_delay_keeps_a_fresh_model_pending(tmp_path, tiny_model_dir):
+    chain, store = make_subnet(tmp_path, ["m"])
+    publish_model(chain, store, tiny_model_dir, hotkey="m", repo_id="m/fresh", competition_id=REASONING)
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=scored_by_repo({"*": 1.0}))
+    assert validator.run_once() == []
+    assert validator.state.models["m"].status == "pending"
+    assert validator.state.models["m"].reason == "eval_delay"
+    chain.advance(5)
+    validator.config.uid_check_s = 0
+    assert len(validator.run_once()) == 1
