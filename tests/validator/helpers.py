@@ -29,7 +29,8 @@ def publish_model(chain, store, model_dir: Path, *, hotkey: str, repo_id: str, c
 
 
 def make_subnet(tmp_path: Path, miners: list[str]) -> tuple[DevnetChain, DirModelStore]:
-    chain = DevnetChain(tmp_path / "devnet.sqlite", netuid=1, block_time_s=3600.0, commit_rate_limit=0)
+    chain = DevnetChain(tmp_path / "devnet.sqlite", netuid=1, block_time_s=3600.0, commit_rate_limit=0,
+                        weights_rate_limit=0)
     chain.register(VALIDATOR, stake=1000.0, validator_permit=True)
     for hotkey in miners:
         chain.register(hotkey)

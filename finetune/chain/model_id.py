@@ -1,0 +1,217 @@
+"""The model id a miner commits on chain, and its one parser (SPEC §2).
+
+Text form: ``namespace:name:commit:secure_hash:competition_id``, at most 128 bytes so it fits
+one ``Raw`` commitment field. ``namespace/name`` is the Hugging Face repo id (at most 38
+characters), ``commit`` the 40-hex commit sha, ``secure_hash`` 44 characters of base64 (a
+SHA-256 digest) and ``competition_id`` an integer in 0..255.
+
+Chain data is untrusted: ``decode_commitment`` turns *anything* into a `ModelId` or a
+`Rejection` and never raises. What it accepts:
+
+- ``str``: the text itself. One exception: bittensor renders commitment bytes that are not
+  utf-8 as ``"0x" + hex``. A string that is ``0x`` followed only by hex digits is therefore
+  decoded as hex first (and then rejected unless the bytes are utf-8 and a valid id). A
+  valid id always contains ``:``, so it can never be mistaken for hex.
+- ``bytes`` / ``bytearray`` / ``memoryview``: must be utf-8.
+- anything else (``None``, numbers, lists): rejected as "not text".
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+
+from finetune.errors import InvalidCommitment
+
+MAX_COMMITMENT_BYTES = 128  # one Raw field holds Raw0..Raw128
+MAX_REPO_ID_CHARS = 38  # 128 - 40 (commit) - 44 (hash) - 3 (colons) - 3 (competition id)
+MAX_COMPETITION_ID = 255
+
+_PART = re.compile(r"[A-Za-z0-9._-]+")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_SECURE_HASH = re.compile(r"[A-Za-z0-9+/]{43}=")
+_COMPETITION_ID = re.compile(r"0|[1-9][0-9]{0,2}")
+_HEX = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
+_QUOTE_CHARS = 60  # bad values are quoted, but a megabyte of garbage is not
+
+
+def _quote(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 3] + "..."
+
+
+def _fail(rule: str, value: object) -> InvalidCommitment:
+    return InvalidCommitment(f"{rule}: {_quote(value)}", rule=rule, value=_quote(value))
+
+
+def _check_repo_part(part: str, what: str) -> None:
+    if not _PART.fullmatch(part):
+        raise _fail(f"{what} must be letters, digits, '-', '_' or '.'", part)
+    if part[0] in ".-" or part[-1] in ".-":
+        raise _fail(f"{what} must not start or end with '.' or '-'", part)
+    if ".." in part or "--" in part:
+        raise _fail(f"{what} must not contain '..' or '--'", part)
+
+
+def validate_repo_id(repo_id: str) -> None:
+    """Check a Hugging Face repo id as this subnet restricts it.
+
+    Args:
+        repo_id: ``namespace/name``.
+
+    Raises:
+        InvalidCommitment: the id is longer than 38 characters, does not hold exactly one
+            '/', or a part has a character outside letters, digits, '-', '_', '.' (this also
+            excludes ':' and any path traversal), starts or ends with '.'/'-', or holds
+            '..'/'--'. The message quotes the bad value and names the rule.
+    """
+    if not isinstance(repo_id, str):
+        raise _fail("repo id must be a string", repo_id)
+    if len(repo_id) > MAX_REPO_ID_CHARS:
+        raise _fail(f"repo id must be at most {MAX_REPO_ID_CHARS} characters", repo_id)
+    if repo_id.count("/") != 1:
+        raise _fail("repo id must contain exactly one '/'", repo_id)
+    namespace, name = repo_id.split("/")
+    _check_repo_part(namespace, "namespace")
+    _check_repo_part(name, "repo name")
+
+
+@dataclass(frozen=True)
+class ModelId:
+    """A valid model id; building one with bad fields raises `InvalidCommitment`.
+
+    Attributes:
+        namespace: Hub user or organisation.
+        name: Hub repo name.
+        commit: 40 lowercase hex characters, the Hub commit sha.
+        secure_hash: base64 of a SHA-256 digest (44 characters, canonical padding).
+        competition_id: the competition entered, 0..255.
+    """
+
+    namespace: str
+    name: str
+    commit: str
+    secure_hash: str
+    competition_id: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.namespace, str) or not isinstance(self.name, str):
+            raise _fail("namespace and name must be strings", (self.namespace, self.name))
+        validate_repo_id(f"{self.namespace}/{self.name}")
+        if not isinstance(self.commit, str) or not _COMMIT.fullmatch(self.commit):
+            raise _fail("commit must be 40 lowercase hex characters", self.commit)
+        if not isinstance(self.secure_hash, str) or not _canonical_sha256_b64(self.secure_hash):
+            raise _fail("secure hash must be base64 of 32 bytes (44 characters)", self.secure_hash)
+        cid = self.competition_id
+        if isinstance(cid, bool) or not isinstance(cid, int) or not 0 <= cid <= MAX_COMPETITION_ID:
+            raise _fail(f"competition id must be an integer in 0..{MAX_COMPETITION_ID}", cid)
+
+    @classmethod
+    def for_repo(
+        cls, repo_id: str, *, commit: str, secure_hash: str, competition_id: int
+    ) -> ModelId:
+        """Build from a ``namespace/name`` repo id.
+
+        Raises:
+            InvalidCommitment: any field breaks its rule.
+        """
+        validate_repo_id(repo_id)
+        namespace, name = repo_id.split("/")
+        return cls(namespace, name, commit, secure_hash, competition_id)
+
+    @property
+    def repo_id(self) -> str:
+        """``namespace/name``."""
+        return f"{self.namespace}/{self.name}"
+
+    def to_commitment(self) -> str:
+        """The text published on chain (at most 128 utf-8 bytes, by construction)."""
+        text = (
+            f"{self.namespace}:{self.name}:{self.commit}:{self.secure_hash}:{self.competition_id}"
+        )
+        assert len(text.encode()) <= MAX_COMMITMENT_BYTES, text  # implied by the field rules
+        return text
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why chain data is not a valid model id (`reason` quotes the bad value)."""
+
+    reason: str
+
+
+def _canonical_sha256_b64(value: str) -> bool:
+    if not _SECURE_HASH.fullmatch(value):
+        return False
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    # Re-encoding catches non-canonical trailing bits, so one digest has one spelling.
+    return len(raw) == 32 and base64.b64encode(raw).decode("ascii") == value
+
+
+def _as_text(data: object) -> str:
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    if isinstance(data, str) and len(data) <= 2 * MAX_COMMITMENT_BYTES + 2 and _HEX.fullmatch(data):
+        data = bytes.fromhex(data[2:])
+    if isinstance(data, bytes):
+        if len(data) > MAX_COMMITMENT_BYTES:
+            raise _fail(f"commitment must be at most {MAX_COMMITMENT_BYTES} bytes", data)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _fail("commitment must be utf-8", data) from None
+    if isinstance(data, str):
+        return data
+    raise _fail("commitment must be text or bytes", data)
+
+
+def parse_commitment(data: str | bytes) -> ModelId:
+    """Parse chain commitment data into a `ModelId`.
+
+    Args:
+        data: the commitment as text, utf-8 bytes, or bittensor's ``0x``-hex rendering of
+            non-utf-8 bytes (see the module docstring).
+
+    Returns:
+        The model id; ``parse_commitment(m.to_commitment()) == m`` for every valid ``m``.
+
+    Raises:
+        InvalidCommitment: the data is not a valid model id; the message names the broken
+            rule and quotes the bad value.
+    """
+    text = _as_text(data)
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates cannot come from chain bytes
+        raise _fail("commitment must be valid unicode", text) from None
+    if size > MAX_COMMITMENT_BYTES:
+        raise _fail(f"commitment must be at most {MAX_COMMITMENT_BYTES} bytes", text)
+    parts = text.split(":")
+    if len(parts) != 5:
+        raise _fail("commitment must have 5 ':'-separated fields", text)
+    namespace, name, commit, secure_hash, competition = parts
+    if not _COMPETITION_ID.fullmatch(competition):
+        raise _fail(
+            "competition id must be a decimal integer without sign or leading zero", competition
+        )
+    return ModelId(namespace, name, commit, secure_hash, int(competition))
+
+
+def decode_commitment(data: object) -> ModelId | Rejection:
+    """Like `parse_commitment`, but never raises: bad data becomes a `Rejection`.
+
+    Args:
+        data: anything read from chain (text, bytes, hex text, None, ...).
+
+    Returns:
+        The model id, or a rejection whose ``reason`` says what is wrong.
+    """
+    try:
+        return parse_commitment(data)  # type: ignore[arg-type]
+    except InvalidCommitment as error:
+        return Rejection(str(error))
