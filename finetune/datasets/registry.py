@@ -39,6 +39,12 @@ _REGISTRY: dict[str, LoaderEntry] = {
             loaders.MMLU_DEFAULTS,
             "multiple-choice questions, options A-D in the text",
         ),
+        LoaderEntry(
+            "synthetic_qa",
+            loaders.load_synthetic_qa,
+            {"dataset_id": loaders.MMLU_DEFAULTS["dataset_id"]},
+            "question/answer pairs scored by reference loss (SN9_MODEL)",
+        ),
         LoaderEntry("word_sorting", loaders.load_word_sorting, {}, "generated word sorting"),
         LoaderEntry("dyck", loaders.load_dyck, {}, "generated Dyck-language completion"),
         LoaderEntry(

@@ -123,6 +123,5 @@ def test_every_scheduled_competition_is_listed():
 def test_dataset_ids_are_registered_loaders():
     datasets = pytest.importorskip("finetune.datasets.registry")
     known = set(datasets.known_datasets())
-    # SN9_MODEL is deprecated and has no loader; its dataset id is documented only.
-    used = {t.dataset for c in comps.ALL_COMPETITIONS if c is not comps.SN9_MODEL for t in c.tasks}
+    used = {t.dataset for c in comps.ALL_COMPETITIONS for t in c.tasks}
     assert used <= known, used - known

@@ -342,3 +342,13 @@ def test_missing_split_names_what_exists(web):
             options={"dataset_id": "org/mmlu", "split": "test"},
             config=config,
         )
+
+
+def test_synthetic_qa_gives_question_answer_pairs():
+    from finetune.datasets import DataConfig, ReferenceSample, load_task_samples
+
+    samples = load_task_samples("synthetic_qa", seed=3, count=5, config=DataConfig(offline=True))
+    assert len(samples) == 5
+    assert all(isinstance(s, ReferenceSample) and s.prompt and s.reference for s in samples)
+    again = load_task_samples("synthetic_qa", seed=3, count=5, config=DataConfig(offline=True))
+    assert samples == again

@@ -23,6 +23,7 @@ ALL_IDS = [
     "if_eval_v2",
     "mawps",
     "synthetic_1_sft",
+    "synthetic_qa",
     "synthetic_mmlu",
     "word_sorting",
 ]
