@@ -23,8 +23,8 @@ ALL_IDS = [
     "if_eval_v2",
     "mawps",
     "synthetic_1_sft",
-    "synthetic_qa",
     "synthetic_mmlu",
+    "synthetic_qa",
     "word_sorting",
 ]
 
