@@ -31,17 +31,19 @@ def effective_weights(
 def normalised_scores(
     raw_by_task: Mapping[str, float], tasks: Sequence[EvalTaskSpec], dropped: Collection[str] = ()
 ) -> dict[str, float]:
-    """Each remaining task's normalised score; a missing or non-finite raw score gives inf.
+    """Each remaining task's normalised score (the per-task breakdown of the aggregate).
 
-    The per-task breakdown the round table logs beside the aggregate.
+    A raw inf (e.g. FINEWEB's degeneracy gate) is the worst possible result: a capped
+    normalisation maps it to its maximum, 1, as SPEC §4 says for raw >= ceiling; an
+    uncapped one keeps inf. A missing result (the task crashed), NaN or -inf is a
+    failure and gives inf.
     """
     out: dict[str, float] = {}
     for task in tasks:
         if task.name in dropped:
             continue
-        raw = raw_by_task.get(task.name, math.inf)
-        # Check before normalising: the exponential maps inf to 1, which would hide a failure.
-        out[task.name] = task.normalization.apply(raw) if math.isfinite(raw) else math.inf
+        raw = raw_by_task.get(task.name, math.nan)
+        out[task.name] = task.normalization.apply(raw) if raw == raw and raw != -math.inf else math.inf
     return out
 
 

@@ -42,10 +42,18 @@ def test_all_dropped_scores_inf():
     assert aggregate_score({"MC": 0.1, "SORT": 1.0}, TASKS, dropped={"MC", "SORT"}) == INF
 
 
-@pytest.mark.parametrize("bad", [INF, math.nan, -INF])
-def test_non_finite_raw_gives_inf_even_when_normalisation_would_cap_it(bad):
+@pytest.mark.parametrize("bad", [math.nan, -INF])
+def test_nan_or_negative_infinity_is_a_failure(bad):
     assert aggregate_score({"MC": 0.1, "SORT": bad}, TASKS) == INF
     assert normalised_scores({"MC": 0.1, "SORT": bad}, TASKS)["SORT"] == INF
+
+
+def test_infinite_raw_is_the_worst_score_under_a_capped_normalisation():
+    # The degeneracy gate reports inf: worst on that task, the model still competes.
+    assert normalised_scores({"MC": 0.1, "SORT": INF}, TASKS)["SORT"] == 1.0
+    assert aggregate_score({"MC": 0.1, "SORT": INF}, TASKS) == pytest.approx(0.75 * 0.1 + 0.25)
+    # Without a cap, inf stays inf and the model fails.
+    assert aggregate_score({"MC": INF, "SORT": 1.0}, TASKS) == INF
 
 
 def test_missing_task_result_is_a_failure():

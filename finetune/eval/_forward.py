@@ -1,0 +1,136 @@
+"""The model split in two: the decoder body (hidden states) and the output head (logits).
+
+Splitting lets the engine send only the positions it scores through the vocabulary-sized head,
+in chunks, instead of holding `[batch, seq, vocab]` logits. Architectures post-process logits
+differently (Gemma soft-caps them, Cohere and Granite rescale them), so the split is checked
+once against the model's own forward; if they disagree the engine falls back to full logits,
+which is slower but always right.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+# Number of tokens of the probe sequence that checks the split head against model(...).logits.
+_PROBE_TOKENS = 8
+
+
+class SplitModel:
+    """Body and head of a causal LM, with a full-logits fallback.
+
+    In fallback mode `body` returns the logits themselves and `head` is the identity, so the
+    callers need no second code path.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        self.model = model
+        self.device = device
+        self.fallback = False
+        self._checked = False
+        config = model.config
+        text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+        self._softcap = getattr(text_config, "final_logit_softcapping", None)
+        # Cohere multiplies logits by `logit_scale`; Granite divides them by `logits_scaling`.
+        self._scale = getattr(model, "logit_scale", None)
+        if not isinstance(self._scale, (int, float)):
+            self._scale = None
+        self._divide = getattr(text_config, "logits_scaling", None)
+        self._decoder = model.base_model
+        self._lm_head = model.get_output_embeddings()
+        if self._decoder is model or self._lm_head is None:
+            self.fallback = True
+            self._checked = True
+
+    def body(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        cache: object | None = None,
+        use_cache: bool = False,
+    ) -> tuple[torch.Tensor, object | None]:
+        """Hidden states `[batch, seq, hidden]` (logits in fallback mode) and the KV cache."""
+        self._check()
+        module = self.model if self.fallback else self._decoder
+        out = module(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=use_cache,
+        )
+        states = out.logits if self.fallback else out.last_hidden_state
+        return states, (out.past_key_values if use_cache else None)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits in fp32 for hidden states `[..., hidden]` -> `[..., vocab]`."""
+        if self.fallback:
+            return hidden.float()
+        # Same operations, in the same dtype and order, as the models' own forward.
+        logits = self._lm_head(hidden)
+        if self._scale is not None:
+            logits = logits * self._scale
+        if self._divide is not None:
+            logits = logits / self._divide
+        if self._softcap is not None:
+            logits = torch.tanh(logits / self._softcap) * self._softcap
+        return logits.float()
+
+    def _check(self) -> None:
+        if self._checked:
+            return
+        self._checked = True
+        vocab = int(self._lm_head.weight.shape[0])
+        ids = torch.arange(_PROBE_TOKENS, device=self.device).remainder(vocab)[None, :]
+        mask = torch.ones_like(ids)
+        try:
+            expected = self.model(input_ids=ids, attention_mask=mask).logits.float()
+            hidden = self._decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            got = self.head(hidden)
+            ok = got.shape == expected.shape and torch.allclose(got, expected, rtol=1e-3, atol=1e-3)
+        except (TypeError, AttributeError, ValueError) as error:
+            logger.warning("cannot split %s into body and head (%s)", type(self.model).__name__, error)
+            ok = False
+        if not ok:
+            logger.warning(
+                "%s: split head disagrees with the model's logits; using full logits",
+                type(self.model).__name__,
+            )
+            self.fallback = True
+
+
+def chunked_nll(
+    split: SplitModel,
+    hidden: torch.Tensor,
+    targets: torch.Tensor,
+    rows: torch.Tensor,
+    n_rows: int,
+    chunk: int,
+) -> torch.Tensor:
+    """Summed cross-entropy per row, computing at most `chunk` positions of logits at a time.
+
+    Args:
+        split: the model's head.
+        hidden: `[n, hidden]` states at the positions that predict the scored tokens.
+        targets: `[n]` scored token ids.
+        rows: `[n]` which row each position belongs to.
+        n_rows: number of rows.
+        chunk: positions per head call; bounds the `[chunk, vocab]` fp32 logits held.
+
+    Returns:
+        `[n_rows]` float64 sums of negative log-likelihoods (nats).
+    """
+    sums = torch.zeros(n_rows, dtype=torch.float64, device=hidden.device)
+    for start in range(0, hidden.shape[0], chunk):
+        logits = split.head(hidden[start : start + chunk])  # [c, vocab] fp32
+        nll = torch.nn.functional.cross_entropy(
+            logits, targets[start : start + chunk], reduction="none"
+        )
+        sums.index_add_(0, rows[start : start + chunk], nll.double())
+        del logits, nll
+    return sums

@@ -1,0 +1,138 @@
+"""Load a model directory safely: safetensors only, no remote code, causal LMs only.
+
+Miners upload these files, so nothing in them may run code: pickle-based weight files are
+refused outright (loading them can execute arbitrary code), and so is ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from finetune.errors import ModelRejected
+
+logger = logging.getLogger(__name__)
+
+# Weight formats that unpickle on load.
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"bfloat16"`` -> ``torch.bfloat16``; a torch dtype is returned as is.
+
+    Raises:
+        ValueError: an unknown dtype name.
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype.removeprefix("torch.")]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; known: {', '.join(_DTYPES)}") from None
+
+
+def check_weight_files(model_dir: Path) -> None:
+    """Refuse a directory with pickle files, or without safetensors weights.
+
+    Raises:
+        ModelRejected: reason ``not_found``, ``pickle_files`` or ``no_safetensors``.
+    """
+    if not model_dir.is_dir():
+        raise ModelRejected(f"model directory {model_dir} does not exist", reason="not_found")
+    files = [p for p in model_dir.rglob("*") if p.is_file()]
+    pickles = sorted(str(p.relative_to(model_dir)) for p in files if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise ModelRejected(
+            f"{model_dir} holds pickle files {pickles}: only safetensors weights are accepted",
+            reason="pickle_files",
+        )
+    if not any(p.suffix == ".safetensors" for p in files):
+        raise ModelRejected(f"{model_dir} holds no *.safetensors weights", reason="no_safetensors")
+
+
+def load_config(model_dir: Path) -> Any:
+    """The model's config, checked to be a known causal LM.
+
+    Raises:
+        ModelRejected: reason ``bad_config`` (unreadable, or needs remote code) or
+            ``not_causal_lm``.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        config = AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelRejected(f"{model_dir}: unreadable config.json ({e})", reason="bad_config") from e
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise ModelRejected(
+            f"{model_dir}: model type {config.model_type!r} is not a causal language model",
+            reason="not_causal_lm",
+        )
+    return config
+
+
+def load_tokenizer(source: str | Path) -> Any:
+    """A tokenizer from a directory or a hub id, never with remote code.
+
+    Raises:
+        ModelRejected: reason ``bad_tokenizer``.
+    """
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelRejected(f"cannot load tokenizer {source}: {e}", reason="bad_tokenizer") from e
+
+
+def load_model(
+    model_dir: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    tokenizer: str | Path | None = None,
+) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer for evaluation.
+
+    Args:
+        model_dir: a local snapshot directory.
+        device: where to put the model.
+        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype.
+        tokenizer: a fixed tokenizer (directory or hub id) to use instead of the model's own.
+
+    Returns:
+        ``(model, tokenizer)``, the model in eval mode on `device`.
+
+    Raises:
+        ModelRejected: the directory is missing, holds pickle files or no safetensors, its
+            config is not a causal LM, or its weights or tokenizer cannot be loaded (see
+            `reason`).
+        ValueError: an unknown dtype name.
+    """
+    from transformers import AutoModelForCausalLM
+
+    path = Path(model_dir)
+    torch_dtype = resolve_dtype(dtype)
+    check_weight_files(path)
+    config = load_config(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            config=config,
+            dtype=torch_dtype,
+            trust_remote_code=False,
+            use_safetensors=True,
+        )
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelRejected(f"{path}: cannot load weights ({e})", reason="bad_weights") from e
+    model.to(device)
+    model.eval()
+    return model, load_tokenizer(tokenizer if tokenizer is not None else path)
+
+
+__all__ = ["PICKLE_SUFFIXES", "check_weight_files", "load_config", "load_model", "resolve_dtype"]

@@ -1,0 +1,41 @@
+"""Reference loss: mean cross-entropy of the expected answer after the templated prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from finetune.competition import EvalTaskSpec
+from finetune.datasets.samples import ReferenceSample
+from finetune.eval.methods.base import check_samples, mean_of_means
+from finetune.eval.prompting import PromptContext, reference_ids
+from finetune.eval.requests import Engine, LossRequest, LossResult, ProgressCallback
+
+
+def build_requests(samples: Sequence[ReferenceSample], ctx: PromptContext) -> list[LossRequest]:
+    """One loss request per sample, scoring only the reference tokens.
+
+    Raises:
+        ValueError: a reference encodes to no tokens.
+    """
+    requests = []
+    for s in samples:
+        ids, score_from = reference_ids(ctx, s.prompt, s.reference, system=s.system)
+        requests.append(LossRequest(token_ids=ids, score_from=score_from))
+    return requests
+
+
+def score(results: Sequence[LossResult]) -> float:
+    """Mean over samples of the per-sample mean CE (``inf`` if any is not finite)."""
+    return mean_of_means(results)
+
+
+def run(
+    engine: Engine,
+    samples: Sequence[ReferenceSample],
+    spec: EvalTaskSpec,
+    ctx: PromptContext,
+    progress: ProgressCallback | None = None,
+) -> float:
+    """Raw score of REFERENCE_LOSS."""
+    check_samples(samples, ReferenceSample, spec)
+    return score(engine.loss(build_requests(samples, ctx), progress))

@@ -1,0 +1,102 @@
+"""Text loss (FINEWEB): mean next-token cross-entropy over documents, behind a degeneracy gate.
+
+The gate catches a model that ignores its input or repeats itself, which a loss alone can
+reward: it greedily continues two unrelated fixed prompts for exactly 20 tokens (the task's
+`generation` may set another length; no stop token, as the reference forces
+``min_new_tokens``) and fails the model if the continuations agree at half the positions or
+more, or if both are dominated by one token (more than half).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from finetune.competition import EvalTaskSpec, GenerationSpec
+from finetune.datasets.samples import TextSample
+from finetune.eval.methods.base import check_samples, mean_of_means
+from finetune.eval.prompting import PromptContext, document_ids, prompt_ids
+from finetune.eval.requests import (
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    LossRequest,
+    LossResult,
+    ProgressCallback,
+)
+
+GATE_PROMPTS = (
+    "Describe the water cycle in a few sentences.",
+    "List three uses of a lighthouse and say why each matters.",
+)
+# The reference's gate length; a task's generation settings may set another.
+GATE_GENERATION = GenerationSpec(max_new_tokens=20)
+
+
+def gate_requests(
+    ctx: PromptContext, generation: GenerationSpec = GATE_GENERATION
+) -> list[GenerationRequest]:
+    """The two fixed gate generations (`max_new_tokens` each, never stopped early)."""
+    return [
+        GenerationRequest(
+            prompt_ids=prompt_ids(ctx, text, reserve=generation.max_new_tokens),
+            max_new_tokens=generation.max_new_tokens,
+            repetition_penalty=generation.repetition_penalty,
+        )
+        for text in GATE_PROMPTS
+    ]
+
+
+def is_degenerate(first: Sequence[int], second: Sequence[int], *, length: int = 20) -> bool:
+    """Whether two gate continuations of `length` tokens show a broken model.
+
+    Half the length is the limit both ways: unrelated prompts should not share that many
+    positions, and a token filling more than half of a continuation is a repetition loop.
+    With the reference's 20 tokens: >= 10 identical positions, or a token > 10 times in both.
+    """
+    half = length // 2
+    same = sum(a == b for a, b in zip(first, second, strict=False))
+    if same >= half:
+        return True
+
+    def repetitive(ids: Sequence[int]) -> bool:
+        return bool(ids) and max(Counter(ids).values()) > half
+
+    return repetitive(first) and repetitive(second)
+
+
+def passes_gate(results: Sequence[GenerationResult], *, length: int = 20) -> bool:
+    """Whether the gate's two continuations look like a working model."""
+    first, second = results
+    return not is_degenerate(first.token_ids, second.token_ids, length=length)
+
+
+def build_requests(samples: Sequence[TextSample], ctx: PromptContext) -> list[LossRequest]:
+    """One request per document of at least two tokens, scored from its second token."""
+    requests = []
+    for s in samples:
+        ids = document_ids(ctx, s.text)
+        if len(ids) >= 2:  # a single token has nothing to be predicted from
+            requests.append(LossRequest(token_ids=ids, score_from=1))
+    return requests
+
+
+def score(results: Sequence[LossResult]) -> float:
+    """Mean of the per-document mean CE (``inf`` if any is not finite, or no document)."""
+    return mean_of_means(results)
+
+
+def run(
+    engine: Engine,
+    samples: Sequence[TextSample],
+    spec: EvalTaskSpec,
+    ctx: PromptContext,
+    progress: ProgressCallback | None = None,
+) -> float:
+    """Raw score of TEXT_LOSS; ``inf`` without computing the loss if the gate fails."""
+    check_samples(samples, TextSample, spec)
+    generation = spec.generation or GATE_GENERATION
+    gate = engine.generate(gate_requests(ctx, generation), progress)
+    if not passes_gate(gate, length=generation.max_new_tokens):
+        return float("inf")
+    return score(engine.loss(build_requests(samples, ctx), progress))

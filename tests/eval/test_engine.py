@@ -1,0 +1,179 @@
+"""The batched engine gives the naive engine's answers, on several architectures."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from finetune.errors import EvalFailed
+from finetune.eval.engine import BatchedEngine, is_out_of_memory
+from finetune.eval.naive import NaiveEngine
+from finetune.eval.requests import ChoiceRequest, GenerationRequest, LossRequest
+
+LENGTHS = (3, 300, 17, 5, 120, 41, 250, 9, 64, 3)
+STOP_IDS = (10, 11, 12, 13, 14)
+
+
+def _load(path) -> torch.nn.Module:
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def models(tiny_model_dirs) -> dict[str, torch.nn.Module]:
+    return {arch: _load(path) for arch, path in tiny_model_dirs.items()}
+
+
+def _sequences(vocab: int, seed: int = 0) -> list[tuple[int, ...]]:
+    rng = random.Random(seed)
+    # Ids from 3: the tiny tokenizer's special tokens are 0-2.
+    return [tuple(rng.randrange(3, vocab) for _ in range(n)) for n in LENGTHS]
+
+
+def _loss_requests(seqs) -> list[LossRequest]:
+    # Mix reference-loss style (score the tail) and text-loss style (score from 1).
+    return [LossRequest(s, score_from=1 if i % 2 else max(1, len(s) * 2 // 3)) for i, s in enumerate(seqs)]
+
+
+def _generation_requests(seqs) -> list[GenerationRequest]:
+    return [
+        GenerationRequest(
+            s,
+            max_new_tokens=20 if i % 3 else 7,
+            repetition_penalty=(1.1, 1.2)[i % 2],
+            stop_ids=STOP_IDS,
+        )
+        for i, s in enumerate(seqs)
+    ]
+
+
+def _assert_losses_match(got, want) -> None:
+    assert [g.n_tokens for g in got] == [w.n_tokens for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert g.sum_nll == pytest.approx(w.sum_nll, rel=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3", "gpt_neox"])
+def test_matches_naive_engine(models, arch):
+    model = models[arch]
+    seqs = _sequences(model.config.vocab_size)
+    engine = BatchedEngine(model, batch_tokens=640)  # several batches, with padding
+    naive = NaiveEngine(model)
+    assert not engine._split.fallback
+
+    losses = _loss_requests(seqs)
+    _assert_losses_match(engine.loss(losses), naive.loss(losses))
+
+    choices = [ChoiceRequest(s, choice_ids=(20, 21, 22, 23)) for s in seqs]
+    for g, w in zip(engine.choice_logprobs(choices), naive.choice_logprobs(choices), strict=True):
+        assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+        assert g.best == w.best
+
+    gens = _generation_requests(seqs)
+    got = engine.generate(gens)
+    assert got == naive.generate(gens)
+    # Some rows run to their limit, so finished rows leave the batch while others continue.
+    assert {len(g.token_ids) for g in got} >= {7, 20}
+
+
+def test_results_follow_input_order_and_progress_counts(models):
+    model = models["llama"]
+    seqs = _sequences(model.config.vocab_size, seed=3)
+    requests = _loss_requests(seqs)
+    done: list[int] = []
+    engine = BatchedEngine(model, batch_tokens=500, max_rows=3)
+    forward = engine.loss(requests, progress=done.append)
+    backward = engine.loss(requests[::-1])
+    assert [r.sum_nll for r in backward] == pytest.approx([r.sum_nll for r in forward[::-1]])
+    assert sum(done) == len(requests) and len(done) > 3
+    assert engine.loss([]) == [] and engine.generate([]) == []
+
+
+def test_out_of_memory_backs_off_and_keeps_results(models, monkeypatch):
+    model = models["qwen2"]
+    seqs = _sequences(model.config.vocab_size, seed=5)
+    naive = NaiveEngine(model)
+    want_loss = naive.loss(_loss_requests(seqs))
+    want_gen = naive.generate(_generation_requests(seqs))
+
+    decoder = model.base_model
+    real_forward = decoder.forward
+    calls = {"oom": 0}
+
+    def forward(*args, **kwargs):
+        if kwargs["input_ids"].shape[0] > 1:
+            calls["oom"] += 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(decoder, "forward", forward)
+    engine = BatchedEngine(model, batch_tokens=4096)
+    done: list[int] = []
+    _assert_losses_match(engine.loss(_loss_requests(seqs), progress=done.append), want_loss)
+    assert calls["oom"] > 0 and sum(done) == len(seqs)
+    # The reduced budget is remembered: generation goes straight to one row per batch.
+    assert engine.batch_tokens < 300
+    calls["oom"] = 0
+    assert engine.generate(_generation_requests(seqs)) == want_gen
+    assert calls["oom"] == 0
+
+
+def test_out_of_memory_on_one_row_fails_the_eval(models, monkeypatch):
+    model = models["llama"]
+
+    def forward(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: out of memory")
+
+    monkeypatch.setattr(model.base_model, "forward", forward)
+    engine = BatchedEngine(model)
+    engine._split._checked = True  # skip the head probe, which would hit the patched forward
+    with pytest.raises(EvalFailed) as info:
+        engine.choice_logprobs([ChoiceRequest((5, 6, 7), choice_ids=(1,))])
+    assert info.value.reason == "out_of_memory"
+
+
+def test_other_errors_propagate(models, monkeypatch):
+    model = models["llama"]
+
+    def forward(*args, **kwargs):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(model.base_model, "forward", forward)
+    engine = BatchedEngine(model)
+    engine._split._checked = True
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        engine.loss([LossRequest((5, 6, 7), score_from=1)])
+
+
+def test_is_out_of_memory():
+    assert is_out_of_memory(torch.cuda.OutOfMemoryError("x"))
+    assert is_out_of_memory(RuntimeError("MPS backend out of memory"))
+    assert not is_out_of_memory(RuntimeError("index out of range"))
+    assert not is_out_of_memory(ValueError("out of memory"))
+
+
+def test_head_mismatch_falls_back_to_full_logits(tiny_model_dir):
+    model = _load(tiny_model_dir)
+    # A soft-cap the Llama forward ignores: the split head would disagree with the model.
+    model.config.final_logit_softcapping = 0.5
+    engine = BatchedEngine(model, batch_tokens=400)
+    naive = NaiveEngine(model)
+    seqs = _sequences(model.config.vocab_size, seed=7)[:6]
+    _assert_losses_match(engine.loss(_loss_requests(seqs)), naive.loss(_loss_requests(seqs)))
+    assert engine._split.fallback
+    gens = _generation_requests(seqs)
+    assert engine.generate(gens) == naive.generate(gens)
+
+
+def test_generation_ignores_the_models_generation_config(tiny_model_dir):
+    model = _load(tiny_model_dir)
+    model.generation_config.do_sample = True
+    model.generation_config.temperature = 5.0
+    model.generation_config.repetition_penalty = 3.0
+    seqs = _sequences(model.config.vocab_size, seed=9)[:4]
+    gens = [GenerationRequest(s, max_new_tokens=10) for s in seqs]
+    first = BatchedEngine(model).generate(gens)
+    assert first == BatchedEngine(model, batch_tokens=50).generate(gens)
+    assert first == NaiveEngine(model).generate(gens)

@@ -1,0 +1,103 @@
+"""scripts/evaluate_model.py: exit codes, the printed table and the JSON file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+import competitions
+from finetune.competition import EvalTaskSpec, Method, Normalization, NormKind
+from tests.eval.test_evaluate import tiny_competition, write_not_causal_lm
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "evaluate_model.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("evaluate_model_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def cheap_competition(**constraints):
+    """Two quick tasks on real offline data: log-likelihood multiple choice and word sorting."""
+    return tiny_competition(
+        [
+            EvalTaskSpec(name="MMLU_LOGLIK", method=Method.MULTIPLE_CHOICE_LOGLIK,
+                         dataset="synthetic_mmlu", weight=0.6, samples=50, min_samples=50),
+            EvalTaskSpec(name="WORD_SORTING", method=Method.REFERENCE_LOSS, dataset="word_sorting",
+                         weight=0.4, samples=400, normalization=Normalization(
+                             kind=NormKind.INVERSE_EXPONENTIAL, ceiling=40.0)),
+        ],
+        **constraints,
+    )
+
+
+@pytest.fixture
+def use_competition(monkeypatch):
+    def use(competition):
+        monkeypatch.setattr(competitions, "get_competition", lambda name: competition)
+
+    return use
+
+
+def run(script, capsys, *args):
+    code = script.main(["--no-progress", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_scores_a_model_and_writes_json(script, capsys, tiny_model_dir, tmp_path, use_competition):
+    use_competition(cheap_competition())
+    out_json = tmp_path / "result.json"
+    code, out, err = run(script, capsys, "--model", tiny_model_dir, "--competition", "X",
+                         "--offline", "--samples", 2, "--seed", 5, "--json", out_json)
+    assert code == 0, err
+    assert "MMLU_LOGLIK" in out and "WORD_SORTING" in out and "total" in out
+    result = json.loads(out_json.read_text())
+    assert result["competition"] == "TEST_TINY" and result["seed"] == 5
+    assert result["violations"] == []
+    assert set(result["tasks"]) == {"MMLU_LOGLIK", "WORD_SORTING"}
+    for score in result["tasks"].values():
+        assert {"raw", "normalized", "weighted", "samples"} <= set(score)
+        assert score["samples"] == 2
+    assert result["total"] == pytest.approx(sum(s["weighted"] for s in result["tasks"].values()))
+
+
+def test_constraint_violations_exit_1_unless_told_to_score_anyway(
+    script, capsys, tiny_model_dir, tmp_path, use_competition
+):
+    use_competition(cheap_competition(max_params=1000))
+    code, out, err = run(script, capsys, "--model", tiny_model_dir, "--competition", "X", "--offline")
+    assert code == 1 and "bad_param_count" in err and "--no-constraints" in err
+    out_json = tmp_path / "r.json"
+    code, out, err = run(script, capsys, "--model", tiny_model_dir, "--competition", "X",
+                         "--offline", "--samples", 2, "--no-constraints", "--json", out_json)
+    assert code == 0
+    assert any("bad_param_count" in v for v in json.loads(out_json.read_text())["violations"])
+
+
+def test_missing_model_dir_is_exit_2(script, capsys, tmp_path):
+    code, out, err = run(script, capsys, "--model", tmp_path / "nope", "--competition",
+                         "LOCAL_INSTRUCT")
+    assert code == 2 and err.startswith("error:") and "does not exist" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_competition_is_exit_2(script, capsys, tiny_model_dir):
+    code, out, err = run(script, capsys, "--model", tiny_model_dir, "--competition", "NO_SUCH")
+    assert code == 2 and "unknown competition" in err and "Traceback" not in err
+
+
+def test_not_a_causal_lm_is_exit_2(script, capsys, tmp_path, use_competition):
+    write_not_causal_lm(tmp_path / "vit")
+    use_competition(cheap_competition())
+    code, out, err = run(script, capsys, "--model", tmp_path / "vit", "--competition", "X")
+    assert code == 1 and "bad_architecture" in err
+    code, out, err = run(script, capsys, "--model", tmp_path / "vit", "--competition", "X",
+                         "--offline", "--samples", 2, "--no-constraints")
+    assert code == 2 and "not a causal language model" in err
