@@ -1,6 +1,8 @@
 """The validator against a devnet chain and a directory hub, with a stand-in evaluator."""
 
 import math
+
+import pytest
 import shutil
 
 from finetune.validator.state import load_state
@@ -83,3 +85,19 @@ def test_eval_delay_keeps_a_fresh_model_pending(tmp_path, tiny_model_dir):
     chain.advance(5)
     validator.config.uid_check_s = 0
     assert len(validator.run_once()) == 1
+
+
+def test_real_isolated_scoring_of_uploaded_models(tmp_path, tiny_model_dirs):
+    """Discover from the metagraph, download, verify and score in the worker process."""
+    chain, store = make_subnet(tmp_path, ["hkA", "hkB"])
+    publish_model(chain, store, tiny_model_dirs["llama"], hotkey="hkA", repo_id="a/llama", competition_id=REASONING)
+    publish_model(chain, store, tiny_model_dirs["qwen2"], hotkey="hkB", repo_id="b/qwen", competition_id=REASONING)
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL, model_deadline_s=120)
+    (result,) = validator.run_once()
+    scores = {m.hotkey: m.score for m in result.models}
+    assert set(scores) == {"hkA", "hkB"}
+    assert all(math.isfinite(s) and s > 0 for s in scores.values()), [m.reason for m in result.models]
+    assert all(set(m.tasks) == {"SYNTHETIC_1_SFT", "CODEFORCES_COTS"} for m in result.models)
+    weights = chain.validator_weights()[0]
+    assert sum(weights.values()) == pytest.approx(1.0)
