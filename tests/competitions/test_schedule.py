@@ -53,7 +53,7 @@ def test_not_active_at_block():
 
 def test_local_schedule():
     shares = _shares(0, comps.LOCAL_SCHEDULE)
-    assert shares == {"LOCAL_INSTRUCT": 0.6, "LOCAL_REASONING": 0.4}
+    assert shares == {"LOCAL_INSTRUCT": 0.4, "LOCAL_REASONING": 0.6}
     assert comps.get_competition(101, block=5, schedule=comps.LOCAL_SCHEDULE).name == (
         "LOCAL_INSTRUCT"
     )
