@@ -1,0 +1,138 @@
+"""Weight-norm check (SPEC §4), for every decoder layout.
+
+Projections are found by name, not by architecture: a 2-D `...weight` tensor under a decoder
+layer (`layers.<i>.`, `h.<i>.`, `blocks.<i>.`, `layer.<i>.`) is an attention or MLP projection,
+and its type is the path after the layer index, e.g. `self_attn.q_proj` (Llama, Mistral, Qwen2,
+Gemma), `self_attn.qkv_proj` / `mlp.gate_up_proj` (Phi3, fused), `attention.query_key_value`
+(GPT-NeoX), `self_attention.dense` (Falcon). Norm weights are 1-D and embeddings sit outside
+the layers, so neither is counted. Tensors are read one at a time from safetensors (memory-
+mapped), never all at once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from finetune.competition import NormLimits
+from finetune.errors import ModelRejected
+
+_LAYER_WEIGHT = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.(.+)\.weight")
+_NOT_PROJECTION = re.compile(r"(?:^|[._])(?:norm|ln|layernorm|embed)", re.IGNORECASE)
+_ROWS_PER_CHUNK = 1024  # bounds the float32 copy of a bf16 matrix while summing squares
+
+
+@dataclass(frozen=True)
+class NormReport:
+    """Per-projection statistics of a model's weight norms."""
+
+    tensors_checked: int
+    max_norm: float
+    max_norm_tensor: str
+    fraction_over_soft: dict[str, float] = field(default_factory=dict)  # type -> layer share
+
+    @property
+    def mean_fraction_over_soft(self) -> float:
+        fractions = self.fraction_over_soft.values()
+        return sum(fractions) / len(fractions) if fractions else 0.0
+
+
+def projection_type(tensor_name: str) -> tuple[int, str] | None:
+    """(layer index, projection type) for a decoder-layer weight name, else None."""
+    match = _LAYER_WEIGHT.search(tensor_name)
+    if match is None:
+        return None
+    kind = match.group(2)
+    if _NOT_PROJECTION.search(kind.rsplit(".", 1)[-1]):
+        return None
+    return int(match.group(1)), kind
+
+
+def frobenius_norm(tensor) -> float:
+    """Frobenius norm, accumulated in float64 over row chunks. NaN/inf weights give inf."""
+    import torch
+
+    total = 0.0
+    for chunk in tensor.split(_ROWS_PER_CHUNK):
+        total += float(chunk.to(torch.float32).square().sum(dtype=torch.float64))
+    return math.sqrt(total) if math.isfinite(total) else math.inf
+
+
+def measure_weight_norms(model_dir: str | Path) -> dict[str, dict[int, float]]:
+    """Frobenius norm of every decoder-layer projection in the model's safetensors files.
+
+    Returns:
+        projection type -> layer index -> norm.
+    """
+    from safetensors import safe_open
+
+    norms: dict[str, dict[int, float]] = defaultdict(dict)
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                found = projection_type(name)
+                if found is None or len(handle.get_slice(name).get_shape()) != 2:
+                    continue
+                layer, kind = found
+                norms[kind][layer] = frobenius_norm(handle.get_tensor(name))
+    return dict(norms)
+
+
+def summarize_norms(norms: dict[str, dict[int, float]], limits: NormLimits) -> NormReport:
+    """Reduce measured norms to the figures the rule compares with its limits."""
+    max_norm, max_name = -1.0, ""
+    fractions = {}
+    for kind, by_layer in sorted(norms.items()):
+        for layer, norm in sorted(by_layer.items()):
+            if not norm <= max_norm:  # NaN-safe: anything not below the best replaces it
+                max_norm, max_name = norm, f"layer {layer} {kind}"
+        over = sum(1 for norm in by_layer.values() if not norm <= limits.soft_limit)
+        fractions[kind] = over / len(by_layer)
+    return NormReport(
+        tensors_checked=sum(len(v) for v in norms.values()),
+        max_norm=max_norm,
+        max_norm_tensor=max_name,
+        fraction_over_soft=fractions,
+    )
+
+
+def check_weight_norms(model_dir: str | Path, limits: NormLimits) -> NormReport:
+    """Apply the weight-norm rule: no projection above the hard limit, and the mean over
+    projection types of the share of layers above the soft limit at most the allowed fraction.
+
+    Returns:
+        The report (for logging) when the model passes.
+
+    Raises:
+        ModelRejected: reason `weight_norms`, with the offending figures in the message.
+    """
+    norms = measure_weight_norms(model_dir)
+    if not norms:
+        raise ModelRejected("no decoder-layer projection weights found", reason="weight_norms")
+    report = summarize_norms(norms, limits)
+    if not report.max_norm <= limits.hard_limit:
+        raise ModelRejected(
+            f"weight norm {report.max_norm:.1f} of {report.max_norm_tensor} exceeds the hard "
+            f"limit {limits.hard_limit}",
+            reason="weight_norms",
+        )
+    if report.mean_fraction_over_soft > limits.max_mean_fraction_over_soft:
+        raise ModelRejected(
+            f"mean share of layers above the soft norm limit {limits.soft_limit} is "
+            f"{report.mean_fraction_over_soft:.3f} > {limits.max_mean_fraction_over_soft}",
+            reason="weight_norms",
+        )
+    return report
+
+
+__all__ = [
+    "NormReport",
+    "check_weight_norms",
+    "frobenius_norm",
+    "measure_weight_norms",
+    "projection_type",
+    "summarize_norms",
+]

@@ -1,0 +1,54 @@
+"""Records the model stores return. Frozen: a revision's facts never change once read."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from finetune.storage.files import is_allowed_file
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RemoteFile(_Frozen):
+    """One file of a revision as the store lists it (nothing downloaded).
+
+    `sha256` is the hex digest when the store knows it (LFS files on the Hub, every file in a
+    directory store), else None.
+    """
+
+    path: str
+    size: int = Field(ge=0)
+    sha256: str | None = None
+
+
+class RevisionInfo(_Frozen):
+    """A pinned revision of a repo: every file it holds, whether or not we would download it."""
+
+    repo_id: str
+    revision: str  # 40-hex commit sha
+    files: tuple[RemoteFile, ...]
+    total_bytes: int = Field(ge=0)  # the whole revision, what the size limit applies to
+
+    @property
+    def download_files(self) -> tuple[RemoteFile, ...]:
+        """The files a validator downloads (allowed patterns only), sorted by path."""
+        return tuple(
+            sorted((f for f in self.files if is_allowed_file(f.path)), key=lambda f: f.path)
+        )
+
+    @property
+    def download_bytes(self) -> int:
+        """Bytes a download of this revision writes to disk."""
+        return sum(f.size for f in self.download_files)
+
+
+class SafetensorsSummary(_Frozen):
+    """What the safetensors headers of a revision say, read without the weights."""
+
+    parameter_count: int = Field(ge=0)
+    dtypes: dict[str, int]  # dtype name (F32, BF16, ...) -> parameters of that dtype
+
+
+__all__ = ["RemoteFile", "RevisionInfo", "SafetensorsSummary"]

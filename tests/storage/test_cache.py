@@ -1,0 +1,136 @@
+"""ModelCache: atomic downloads, reuse, the free-disk guard, cleanup by reference and age."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import pytest
+
+from finetune.errors import DiskFull, StorageError
+from finetune.storage import DirModelStore, ModelCache, content_hash
+
+Usage = namedtuple("Usage", "total used free")
+HK, HK2 = "5HotkeyA", "5HotkeyB"
+REPO = "alice/tiny"
+
+
+class CountingStore:
+    """Wraps a store and counts downloads; can be told to fail mid-download."""
+
+    def __init__(self, inner, fail=False):
+        self.inner, self.fail, self.downloads = inner, fail, 0
+
+    def revision_info(self, repo_id, revision):
+        return self.inner.revision_info(repo_id, revision)
+
+    def download(self, repo_id, revision, dest_dir):
+        self.downloads += 1
+        path = self.inner.download(repo_id, revision, dest_dir)
+        if self.fail:
+            raise StorageError("connection dropped", reason="hub_unreachable")
+        return path
+
+
+@pytest.fixture
+def uploaded(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "model.safetensors").write_bytes(b"x" * 1000)
+    (src / "config.json").write_text("{}")
+    store = DirModelStore(tmp_path / "hub")
+    return CountingStore(store), store.upload(src, REPO), src
+
+
+def _cache(tmp_path, free=10**12, min_free=100, clock=lambda: 1000.0):
+    return ModelCache(
+        tmp_path / "cache",
+        min_free_bytes=min_free,
+        grace_period_s=60,
+        disk_usage=lambda _path: Usage(free * 2, free, free),
+        clock=clock,
+    )
+
+
+def test_fetch_downloads_once_then_reuses(tmp_path, uploaded):
+    store, sha, src = uploaded
+    cache = _cache(tmp_path)
+    path = cache.fetch(store, HK, REPO, sha)
+    assert path == cache.path_for(HK, sha) == tmp_path / "cache" / HK / sha
+    assert content_hash(path) == content_hash(src)
+    assert not any(p.is_symlink() for p in path.iterdir())
+    assert cache.fetch(store, HK, REPO, sha) == path
+    assert store.downloads == 1
+    assert cache.last_used(HK, sha) == 1000.0
+    assert list((tmp_path / "cache" / ".tmp").iterdir()) == []
+
+
+def test_failed_download_leaves_nothing(tmp_path, uploaded):
+    store, sha, _ = uploaded
+    store.fail = True
+    cache = _cache(tmp_path)
+    with pytest.raises(StorageError):
+        cache.fetch(store, HK, REPO, sha)
+    assert not cache.path_for(HK, sha).exists()
+    assert list((tmp_path / "cache" / ".tmp").iterdir()) == []
+
+
+def test_disk_full_refuses_before_download(tmp_path, uploaded):
+    store, sha, _ = uploaded
+    with pytest.raises(DiskFull):
+        _cache(tmp_path, free=99, min_free=100).fetch(store, HK, REPO, sha)
+    # Enough free space now, but not once the revision's ~1 kB is written.
+    with pytest.raises(DiskFull) as err:
+        _cache(tmp_path, free=1100, min_free=100).fetch(store, HK, REPO, sha)
+    assert err.value.reason == "disk_low" and err.value.facts["needed_bytes"] == 1002
+    assert store.downloads == 0
+    assert _cache(tmp_path, free=1102, min_free=100).fetch(store, HK, REPO, sha).is_dir()
+
+
+def test_expected_bytes_skips_the_listing(tmp_path, uploaded):
+    store, sha, _ = uploaded
+    with pytest.raises(DiskFull):
+        _cache(tmp_path, free=1000, min_free=100).fetch(store, HK, REPO, sha, expected_bytes=901)
+
+
+def test_invalid_names_refused(tmp_path):
+    cache = _cache(tmp_path)
+    for hotkey, revision in (
+        ("../x", "a" * 40),
+        ("a/b", "a" * 40),
+        ("", "a" * 40),
+        (HK, "../" + "a" * 37),
+        (HK, "main"),
+    ):
+        with pytest.raises(StorageError):
+            cache.path_for(hotkey, revision)
+
+
+def test_cleanup_keeps_referenced_and_recent(tmp_path, uploaded):
+    store, sha, src = uploaded
+    now = [1000.0]
+    cache = _cache(tmp_path, clock=lambda: now[0])
+    (src / "config.json").write_text('{"v": 2}')
+    sha2 = DirModelStore(tmp_path / "hub").upload(src, REPO)
+    kept = cache.fetch(store, HK, REPO, sha)
+    old = cache.fetch(store, HK, REPO, sha2)
+    other = cache.fetch(store, HK2, REPO, sha)
+    stray = tmp_path / "cache" / "not-a-hotkey!"
+    stray.mkdir()
+    now[0] = 1030.0
+    cache.touch(HK2, sha)  # used recently
+    assert cache.cleanup({HK: sha}, now=1070.0) == [old]
+    assert kept.is_dir() and other.is_dir() and stray.is_dir() and not old.exists()
+    assert cache.cleanup({}, now=1000.0 + 10_000) == [kept, other]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".tmp", "not-a-hotkey!"]
+
+
+def test_cleanup_removes_stale_staging(tmp_path):
+    cache = _cache(tmp_path)
+    staging = tmp_path / "cache" / ".tmp" / "crashed"
+    staging.mkdir(parents=True)
+    (staging / "model.safetensors").write_bytes(b"partial")
+    (staging / "model.safetensors").chmod(0o444)
+    cache.cleanup({}, now=staging.stat().st_mtime + 10)
+    assert staging.exists()
+    cache.cleanup({}, now=staging.stat().st_mtime + 61)
+    assert not staging.exists()
