@@ -94,7 +94,9 @@ class SplitModel:
             got = self.head(hidden)
             ok = got.shape == expected.shape and torch.allclose(got, expected, rtol=1e-3, atol=1e-3)
         except (TypeError, AttributeError, ValueError) as error:
-            logger.warning("cannot split %s into body and head (%s)", type(self.model).__name__, error)
+            logger.warning(
+                "cannot split %s into body and head (%s)", type(self.model).__name__, error
+            )
             ok = False
         if not ok:
             logger.warning(

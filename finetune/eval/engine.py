@@ -165,7 +165,9 @@ class BatchedEngine:
 
     # ---- padding ------------------------------------------------------------------------------
 
-    def _pad(self, seqs: Sequence[Sequence[int]], *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pad(
+        self, seqs: Sequence[Sequence[int]], *, left: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """`[rows, max_len]` ids and attention mask (1 = real token)."""
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self._pad_id, dtype=torch.long)
@@ -234,9 +236,7 @@ class _GreedyBatch:
     def run(self) -> list[GenerationResult]:
         # Positions count real tokens only, so left padding does not shift them.
         positions = (self.mask.cumsum(-1) - 1).clamp(min=0)  # [rows, prompt]
-        hidden, cache = self.split.body(
-            self.ids, self.mask, position_ids=positions, use_cache=True
-        )
+        hidden, cache = self.split.body(self.ids, self.mask, position_ids=positions, use_cache=True)
         logits = self.split.head(hidden[:, -1])  # [rows, vocab]
         seen = self._seen_prompt_tokens(logits.shape[-1])  # [rows, vocab] bool
         next_pos = positions[:, -1:] + 1  # [rows, 1]

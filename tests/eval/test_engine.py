@@ -34,7 +34,10 @@ def _sequences(vocab: int, seed: int = 0) -> list[tuple[int, ...]]:
 
 def _loss_requests(seqs) -> list[LossRequest]:
     # Mix reference-loss style (score the tail) and text-loss style (score from 1).
-    return [LossRequest(s, score_from=1 if i % 2 else max(1, len(s) * 2 // 3)) for i, s in enumerate(seqs)]
+    return [
+        LossRequest(s, score_from=1 if i % 2 else max(1, len(s) * 2 // 3))
+        for i, s in enumerate(seqs)
+    ]
 
 
 def _generation_requests(seqs) -> list[GenerationRequest]:
