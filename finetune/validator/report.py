@@ -26,7 +26,7 @@ def round_table(result: RoundResult) -> Table:
     """uid, repo, score, epsilon advantage, win rate, weights and per-task raw/normalised."""
     task_names = sorted({name for m in result.models for name in m.tasks})
     table = Table(title=f"{result.competition_name} (id {result.competition_id}) "
-                        f"window {result.window_block} seed {result.seed}")
+                        f"window {result.window_block} seed {result.seed:x}"[:120])
     for header in ("uid", "repo", "block", "score", "eps adv", "win rate", "step", "weight"):
         table.add_column(header, justify="left" if header == "repo" else "right")
     for name in task_names:
