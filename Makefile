@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check finetune competitions constants neurons scripts tests
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
 
 demo: $(STAMP)

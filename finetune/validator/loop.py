@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +202,8 @@ class Validator:
             if self.run_round(share.competition, block) is not None:
                 ran += 1
                 self.rounds_done += 1
+        if ran and any(m.status == "rejected" for m in self.state.models.values()):
+            self.console.print(report.rejections_table(self.state.models))  # what miners are told
         if ran:
             weights = subnet_weights(self.state, entry)
             self.state.last_weights = weights

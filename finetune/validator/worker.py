@@ -31,7 +31,7 @@ class WorkerOutcome:
     total: float  # inf on any failure
     tasks: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> raw/normalized/weighted/samples
     dropped: dict[str, str] = field(default_factory=dict)
-    reason: str = ""  # failure code: timeout, crashed, nan, eval_failed, ...
+    reason: str = ""  # failure code: timeout, crashed, nan, non_finite, out_of_memory, aborted, ...
     detail: str = ""
     elapsed_s: float = 0.0
 
@@ -71,6 +71,12 @@ def _outcome_from_result(result: dict, elapsed: float) -> WorkerOutcome:
     tasks = {name: dict(values) for name, values in result.get("tasks", {}).items()}
     if math.isnan(total):
         return WorkerOutcome(False, math.inf, tasks, result.get("dropped", {}), "nan", "score is NaN", elapsed)
+    if not math.isfinite(total):
+        # evaluate_model reports a NaN task loss as inf; without a reason the miner would
+        # only see an infinite score.
+        failed = sorted(name for name, values in tasks.items() if not math.isfinite(values.get("raw", math.inf)))
+        detail = f"no finite score on {', '.join(failed)}" if failed else "no task left to score"
+        return WorkerOutcome(False, math.inf, tasks, dict(result.get("dropped", {})), "non_finite", detail, elapsed)
     return WorkerOutcome(True, total, tasks, dict(result.get("dropped", {})), elapsed_s=elapsed)
 
 
@@ -99,6 +105,8 @@ def run_isolated(
     Returns:
         A `WorkerOutcome`; never raises for anything the model does.
     """
+    if should_abort is not None and should_abort():  # shutting down: start nothing new
+        return WorkerOutcome(False, math.inf, reason="aborted", detail="shutdown requested")
     ctx = _context()
     receiver, sender = ctx.Pipe(duplex=False)
     args = (str(model_dir), competition, task_data, options or {})

@@ -1,15 +1,14 @@
 """The validator against a devnet chain and a directory hub, with a stand-in evaluator."""
 
 import math
-
-import pytest
 import shutil
 
+import pytest
+
+import competitions
 from finetune.validator.state import load_state
 from finetune.validator.worker import WorkerOutcome
 from tests.validator.helpers import make_subnet, make_validator, publish_model
-
-import competitions
 
 LOCAL = competitions.LOCAL_SCHEDULE
 REASONING = competitions.LOCAL_REASONING.id
