@@ -11,6 +11,7 @@ import competitions
 import constants
 from finetune.chain import open_chain
 from finetune.datasets import DataConfig
+from finetune.errors import ConfigError
 from finetune.storage import ModelCache, open_store
 from finetune.validator.fetcher import StoreFetcher
 from finetune.validator.loop import LoopConfig, Validator
@@ -31,9 +32,13 @@ def load_wallet(settings: ValidatorSettings):
 def _sink(settings: ValidatorSettings) -> MetricsSink:
     if not settings.wandb.project:
         return NullSink()
-    return WandbSink(project=settings.wandb.project, entity=settings.wandb.entity, mode=settings.wandb.mode,
-                     config=settings.model_dump(mode="json"), dir=settings.state_path.parent / "wandb",
-                     rounds_per_run=settings.wandb.rounds_per_run)
+    try:
+        return WandbSink(project=settings.wandb.project, entity=settings.wandb.entity, mode=settings.wandb.mode,
+                         config=settings.model_dump(mode="json"),
+                         dir=settings.state_path.expanduser().parent / "wandb",
+                         rounds_per_run=settings.wandb.rounds_per_run)
+    except ImportError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def build_validator(settings: ValidatorSettings, *, console: Console | None = None) -> Validator:
@@ -57,7 +62,9 @@ def build_validator(settings: ValidatorSettings, *, console: Console | None = No
         max_samples=settings.max_samples, set_weights=not settings.offline, max_rounds=settings.max_rounds,
         heartbeat_path=settings.heartbeat_path, metagraph_sync_s=intervals.metagraph_sync_s,
         uid_check_s=intervals.uid_check_s, weights_s=intervals.weights_s, cleanup_s=intervals.cleanup_s,
-        idle_s=intervals.idle_s, genesis_block=constants.SUBNET_GENESIS_BLOCK,
+        idle_s=intervals.idle_s,
+        # A devnet starts at block 0; mainnet windows count from the subnet's registration.
+        genesis_block=0 if settings.chain.startswith("devnet:") else constants.SUBNET_GENESIS_BLOCK,
         window_blocks=constants.SYNC_WINDOW_BLOCKS, data=data,
     )
     wallet = None if settings.offline and settings.chain.startswith("devnet:") else load_wallet(settings)

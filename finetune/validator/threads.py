@@ -24,6 +24,8 @@ def _every(validator: Validator, name: str, interval_s: Callable[[], float], ste
                 step()
             except (FinetuneError, OSError) as exc:
                 logger.warning("%s step failed: %s", name, exc)
+            except Exception:  # noqa: BLE001 - a thread boundary: log it, never die silently
+                logger.exception("%s step failed unexpectedly; retrying at the next interval", name)
             validator.stop_event.wait(interval_s())
 
     thread = threading.Thread(target=loop, name=name, daemon=True)

@@ -39,7 +39,7 @@ def make_subnet(tmp_path: Path, miners: list[str]) -> tuple[DevnetChain, DirMode
 
 def make_validator(tmp_path: Path, chain, store, schedule, **overrides) -> Validator:
     evaluate = overrides.pop("evaluate", None)
-    cache = ModelCache(tmp_path / "models", min_free_bytes=overrides.pop("min_free_bytes", 0), grace_period_s=0,
+    cache = ModelCache(tmp_path / "models", min_free_bytes=overrides.pop("min_free_bytes", 0), grace_period_s=3600,
                        **({"disk_usage": overrides.pop("disk_usage")} if "disk_usage" in overrides else {}))
     config = LoopConfig(state_path=tmp_path / "state.json", data=DataConfig(offline=True), max_samples=2,
                         genesis_block=0, window_blocks=360, idle_s=0.1, **overrides)
