@@ -24,7 +24,7 @@ from finetune.chain.model_id import (
     parse_commitment,
     validate_repo_id,
 )
-from finetune.chain.wallets import create_dev_wallet, load_wallet
+from finetune.chain.wallets import WalletSettings, create_dev_wallet, load_wallet
 
 
 def __getattr__(name: str):
@@ -37,6 +37,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "WalletSettings",
     "CHAIN_SPEC_FORMS",
     "MAX_COMMITMENT_BYTES",
     "MAX_REPO_ID_CHARS",

@@ -8,9 +8,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from finetune.errors import ConfigError
 
 DEFAULT_WALLET_PATH = "~/.bittensor/wallets"
+
+
+class WalletSettings(BaseModel):
+    """The `--wallet.*` flags shared by the validator and the miner tools."""
+
+    name: str = Field("default", description="bittensor wallet (coldkey) name")
+    hotkey: str = Field("default", description="hotkey name inside the wallet")
+    path: Path = Field(Path(DEFAULT_WALLET_PATH), description="folder holding the wallets")
+
+    def load(self) -> Any:
+        """The wallet these settings name (see `load_wallet`)."""
+        return load_wallet(self.name, self.hotkey, self.path)
 
 
 def load_wallet(name: str, hotkey: str = "default", path: str | Path = DEFAULT_WALLET_PATH) -> Any:

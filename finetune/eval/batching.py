@@ -5,6 +5,10 @@ Pure: works on lengths and indices only, so it is tested without a model.
 Items are sorted longest first. The first batch is then the largest one, so an out-of-memory
 error shows at once instead of late in a run, and since every batch starts with its longest
 item, its padded size is simply ``lengths[first] * rows``.
+
+Items that open with the same tokens (the chat template and a shared system prompt or
+few-shot example) are grouped first, so that a batch is made of rows sharing a prefix, which
+the engine then computes once (see `prefix_groups` and `shared_prefix_len`).
 """
 
 from __future__ import annotations
@@ -101,6 +105,58 @@ def plan_batches(
         batches.append(batch)
         start += batch.rows
     return batches
+
+
+def prefix_groups(
+    seqs: Sequence[Sequence[int]], lengths: Sequence[int], *, key_tokens: int
+) -> list[list[int]]:
+    """Group items whose first `key_tokens` tokens agree, each group longest first.
+
+    Items shorter than `key_tokens`, and items that share their opening with no other item,
+    form one more group. Groups are ordered by their longest item, so the first batch of a
+    run is still the largest one.
+
+    Args:
+        seqs: each item's tokens (only the first `key_tokens` are read).
+        lengths: padded length each item needs, indexed like `seqs`.
+        key_tokens: how many opening tokens two items must share to be grouped (>= 1).
+
+    Returns:
+        Groups of item indices covering every item exactly once.
+    """
+    if key_tokens < 1:
+        raise ValueError(f"key_tokens={key_tokens} must be >= 1")
+    by_key: dict[tuple[int, ...] | None, list[int]] = {}
+    for i, seq in enumerate(seqs):
+        key = tuple(seq[:key_tokens]) if len(seq) >= key_tokens else None
+        by_key.setdefault(key, []).append(i)
+    loners = by_key.pop(None, [])
+    groups = []
+    for members in by_key.values():
+        if len(members) == 1:
+            loners += members
+        else:
+            groups.append(members)
+    if loners:
+        groups.append(loners)
+    ordered = [sorted(g, key=lambda i: (-lengths[i], i)) for g in groups]
+    return sorted(ordered, key=lambda g: (-lengths[g[0]], g[0]))
+
+
+def shared_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix common to every sequence (0 for none)."""
+    if not seqs:
+        return 0
+    first = seqs[0]
+    n = min(len(s) for s in seqs)
+    for seq in seqs[1:]:
+        k = 0
+        while k < n and seq[k] == first[k]:
+            k += 1
+        n = k
+        if n == 0:
+            break
+    return n
 
 
 def restore_order(n_items: int, answered: Iterable[tuple[int, T]]) -> list[T]:

@@ -11,16 +11,12 @@ import sys
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
+from finetune.chain import WalletSettings
+
 S = TypeVar("S", bound=BaseSettings)
-
-
-class WalletSettings(BaseModel):
-    name: str = Field("default", description="bittensor wallet (coldkey) name")
-    hotkey: str = Field("default", description="hotkey name inside the wallet")
-    path: Path = Field(Path("~/.bittensor/wallets"), description="folder holding the wallets")
 
 
 class ChainSettings(BaseSettings):

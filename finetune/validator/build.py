@@ -21,14 +21,6 @@ from finetune.validator.settings import ValidatorSettings
 logger = logging.getLogger(__name__)
 
 
-def load_wallet(settings: ValidatorSettings):
-    """The bittensor wallet named in the settings (its hotkey signs the weights)."""
-    import bittensor as bt
-
-    return bt.Wallet(name=settings.wallet.name, hotkey=settings.wallet.hotkey,
-                     path=str(settings.wallet.path.expanduser()))
-
-
 def _sink(settings: ValidatorSettings) -> MetricsSink:
     if not settings.wandb.project:
         return NullSink()
@@ -67,7 +59,7 @@ def build_validator(settings: ValidatorSettings, *, console: Console | None = No
         genesis_block=0 if settings.chain.startswith("devnet:") else constants.SUBNET_GENESIS_BLOCK,
         window_blocks=constants.SYNC_WINDOW_BLOCKS, data=data,
     )
-    wallet = None if settings.offline and settings.chain.startswith("devnet:") else load_wallet(settings)
+    wallet = None if settings.offline and settings.chain.startswith("devnet:") else settings.wallet.load()
     return Validator(config=config, chain=chain, weights_chain=weights_chain, schedule=schedule,
                      fetcher=StoreFetcher(store, cache), wallet=wallet,
                      cleanup=lambda keep: cache.cleanup(keep), sink=_sink(settings), console=console)
@@ -94,4 +86,4 @@ def run_validator(settings: ValidatorSettings) -> int:
         validator.sink.close()
 
 
-__all__ = ["build_validator", "install_signal_handlers", "load_wallet", "run_validator"]
+__all__ = ["build_validator", "install_signal_handlers", "run_validator"]

@@ -11,13 +11,9 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from finetune.chain import WalletSettings
+
 _HOME = Path("~/.finetune").expanduser()
-
-
-class WalletSettings(BaseModel):
-    name: str = Field("default", description="bittensor wallet (coldkey) name")
-    hotkey: str = Field("default", description="hotkey name inside the wallet")
-    path: Path = Field(Path("~/.bittensor/wallets"), description="folder holding the wallets")
 
 
 class WandbSettings(BaseModel):
