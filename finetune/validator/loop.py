@@ -34,7 +34,7 @@ from finetune.validator.round import (
     subnet_weights,
 )
 from finetune.validator.state import TrackedModel, ValidatorState, load_state, save_state
-from finetune.validator.updater import ModelFetcher, UpdateResult, update_models
+from finetune.validator.updater import ModelFetcher, UpdateResult, high_stake_picks, update_models
 from finetune.validator.worker import WorkerOutcome, run_isolated
 
 logger = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class LoopConfig:
     genesis_block: int = 3_138_611
     window_blocks: int = 360
     updates_per_step: int = 16
+    high_stake_min_stake: float = 100_000.0
+    high_stake_min_weight: float = 0.001
     data: DataConfig = field(default_factory=DataConfig)
 
 
@@ -101,6 +103,7 @@ class Validator:
         self._weights: dict[str, float] = dict(self.state.last_weights)
         self._weights_version = 0
         self._updater_view: dict[str, TrackedModel] = dict(self.state.models)
+        self._high_stake_picks: set[str] = set()
 
     # ---- metagraph ------------------------------------------------------------------
     def sync_metagraph(self) -> MetagraphSnapshot:
@@ -130,6 +133,32 @@ class Validator:
         for result in results:
             self._updates.put(result)  # blocks when the eval loop is far behind: back-pressure
         return results
+
+    def scan_high_stake_weights(self) -> set[str]:
+        """Updater side: remember the models that high-stake validators weight."""
+        snapshot = self.metagraph
+        if snapshot is None:
+            return set()
+        picks = high_stake_picks(snapshot, self.chain.validator_weights(),
+                                 min_stake=self.config.high_stake_min_stake,
+                                 min_weight=self.config.high_stake_min_weight)
+        with self._guard:
+            self._high_stake_picks = picks
+        return picks
+
+    def _queue_high_stake_picks(self, window_by_competition: dict[int, int]) -> None:
+        """Eval loop side: a picked ready model not evaluated this window joins the round."""
+        with self._guard:
+            picks = set(self._high_stake_picks)
+        for hotkey in sorted(picks):
+            model = self.state.models.get(hotkey)
+            if model is None or model.status != "ready" or model.competition_id not in window_by_competition:
+                continue
+            comp = self.state.competition(model.competition_id)
+            history = comp.history.get(hotkey, [])
+            evaluated_now = bool(history) and history[-1].window_block >= window_by_competition[model.competition_id]
+            if hotkey not in comp.keep and hotkey not in comp.pending and not evaluated_now:
+                comp.pending.append(hotkey)
 
     def apply_updates(self) -> int:
         """Eval loop side: fold queued update results into the state."""
@@ -195,6 +224,8 @@ class Validator:
         for ended in [cid for cid in self.state.competitions if cid not in active]:
             logger.info("competition %s is no longer active: dropping its weights", ended)
             del self.state.competitions[ended]
+        window = sync_window_start(block, genesis=self.config.genesis_block, window=self.config.window_blocks)
+        self._queue_high_stake_picks({share.competition.id: window for share in entry.competitions})
         ran = 0
         for share in entry.competitions:
             if self.stop_event.is_set():
@@ -256,6 +287,7 @@ class Validator:
         self.state.realign(snapshot.hotkeys)
         with self._guard:
             self._updater_view = dict(self.state.models)
+        self.scan_high_stake_weights()
         self.update_step(limit=None)
         self.apply_updates()
         before = len(self.results)

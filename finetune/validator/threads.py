@@ -35,7 +35,11 @@ def _every(validator: Validator, name: str, interval_s: Callable[[], float], ste
 
 def start_background_threads(validator: Validator) -> list[threading.Thread]:
     config = validator.config
-    threads = [_every(validator, "metagraph-sync", lambda: config.metagraph_sync_s, validator.sync_metagraph)]
+    def sync() -> None:
+        validator.sync_metagraph()
+        validator.scan_high_stake_weights()
+
+    threads = [_every(validator, "metagraph-sync", lambda: config.metagraph_sync_s, sync)]
 
     cursor = {"uid": 0}
 

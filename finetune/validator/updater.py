@@ -123,6 +123,31 @@ def check_neuron(
     return _tracked(neuron, status="ready", local_path=model_dir, content_hash=content_hash, **base)
 
 
+def high_stake_picks(
+    metagraph: MetagraphSnapshot,
+    validator_weights: dict[int, dict[int, float]],
+    *,
+    min_stake: float,
+    min_weight: float,
+) -> set[str]:
+    """Hotkeys that validators with at least `min_stake` weight at `min_weight` or more.
+
+    Another validator's opinion never changes a score here; it only makes sure such models
+    are evaluated again, so a model this validator dropped early gets a second look (SPEC §8).
+    """
+    by_uid = {n.uid: n for n in metagraph.neurons}
+    picks: set[str] = set()
+    for validator_uid, weights in validator_weights.items():
+        validator = by_uid.get(validator_uid)
+        if validator is None or validator.stake < min_stake:
+            continue
+        total = sum(w for w in weights.values() if w > 0)
+        for uid, weight in weights.items():
+            if total > 0 and weight / total >= min_weight and uid in by_uid:
+                picks.add(by_uid[uid].hotkey)
+    return picks
+
+
 def update_models(
     models: dict[str, TrackedModel],
     metagraph: MetagraphSnapshot,

@@ -100,3 +100,32 @@ def test_real_isolated_scoring_of_uploaded_models(tmp_path, tiny_model_dirs):
     assert all(set(m.tasks) == {"SYNTHETIC_1_SFT", "CODEFORCES_COTS"} for m in result.models)
     weights = chain.validator_weights()[0]
     assert sum(weights.values()) == pytest.approx(1.0)
+
+
+def test_models_weighted_by_high_stake_validators_get_another_look(tmp_path, tiny_model_dir):
+    from finetune.validator.updater import high_stake_picks
+
+    chain, store = make_subnet(tmp_path, ["m1", "m2", "m3", "m4", "m5"])
+    chain.register("bigvali", stake=500_000.0, validator_permit=True)
+    chain.register("smallvali", stake=10.0, validator_permit=True)
+    for i in range(1, 6):
+        model = _variant(tiny_model_dir, tmp_path / f"v{i}", b"x" * i)
+        publish_model(chain, store, model, hotkey=f"m{i}", repo_id=f"m{i}/model", competition_id=REASONING)
+    chain.advance(5)
+    scores = {"m1": 1.0, "m2": 2.0, "m3": 3.0, "m4": 4.0, "m5": 5.0}
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=scored_by_repo(scores),
+                               high_stake_min_stake=5000.0)
+    validator.run_once()
+    comp = validator.state.competition(REASONING)
+    assert "m5" not in comp.keep and "m5" not in comp.pending  # lost fairly, dropped
+
+    uid = {h: chain.metagraph().by_hotkey(h).uid for h in ("m4", "m5", "bigvali", "smallvali")}
+    chain.set_weights("smallvali", {uid["m4"]: 1.0}, version_key=1)
+    chain.set_weights("bigvali", {uid["m5"]: 1.0}, version_key=1)
+    assert high_stake_picks(chain.metagraph(), chain.validator_weights(), min_stake=5000.0,
+                            min_weight=0.001) == {"m5"}
+
+    chain.advance(400)  # the next sync window
+    (result,) = validator.run_once()
+    evaluated = {m.hotkey for m in result.models}
+    assert "m5" in evaluated and "m4" not in evaluated
