@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
 """Benchmark the batched engine against the naive one on each eval method.
 
-The same requests go through `BatchedEngine` and `NaiveEngine` (one sample per forward, full
-logits: how the reference subnet scores). Scores must agree; the table reports time, tokens/s,
-peak memory and speedup. Requests are built offline from deterministic synthetic text
-(word sorting, multiple-choice questions, documents, instruction prompts) through the
-tokenizer's chat template.
+Each method's requests are built as an evaluation builds them: the bundled offline task
+samples (SYNTHETIC_MMLU, SYNTHETIC_1_SFT, CODEFORCES_COTS, WORD_SORTING, FINEWEB, IF_EVAL_V2)
+through the method's own build functions and the model's chat template. The same calls go to
+`BatchedEngine` and `NaiveEngine` (one sample per forward, full logits: how the reference
+subnet scores). Scores must agree; the table reports time, tokens/s, peak memory and speedup.
+The measurement itself lives in `finetune.eval.benchmark`.
 
-Peak memory is the peak above what was held before the run (the weights): on CUDA from
-`torch.cuda.max_memory_allocated`, on CPU from the process's peak RSS (reset through
-/proc/self/clear_refs).
+On a shared CPU, timings depend on what else runs: the report records the torch thread count
+and the load average, and `--threads 1` measures the work itself, free of thread contention.
 """
 
 from __future__ import annotations
@@ -17,40 +17,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import sys
 import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from competitions import tasks  # noqa: E402
+from finetune.eval.benchmark import Call, Workload, bench_workload, build_workloads  # noqa: E402
 from finetune.eval.engine import BatchedEngine  # noqa: E402
 from finetune.eval.naive import NaiveEngine  # noqa: E402
-from finetune.eval.requests import ChoiceRequest, GenerationRequest, LossRequest  # noqa: E402
+from finetune.eval.requests import LossRequest  # noqa: E402
 
 logger = logging.getLogger("run_benchmarks")
 
-WORDS = (
-    "apple river stone garden window silver music planet forest bridge candle harbor orange "
-    "pencil rocket summer winter valley marble thunder lantern meadow castle anchor blanket "
-    "cactus dragon engine falcon glacier hammer island jacket kettle ladder magnet needle "
-    "oyster parrot quartz ribbon saddle tunnel umbrella violin walnut yellow zebra basket "
-    "copper desert feather ginger helmet iron jungle kitten lemon mirror number ocean pepper "
-    "puzzle rabbit shadow tomato velvet wagon yogurt"
-).split()
-RULES = (
-    "Answer in at most 30 words.",
-    "Do not use any commas.",
-    "Write the whole answer in lower case.",
-    "Include the keyword 'river' twice.",
-    "End your answer with 'Is there anything else?'",
-    "Use exactly two markdown bullet points.",
-)
 # A Qwen2.5-0.5B-like shape, randomly initialised: the real one is never downloaded.
 QWEN2_05B = dict(
     hidden_size=896,
@@ -64,91 +48,12 @@ QWEN2_05B = dict(
     rope_theta=1_000_000.0,
     rms_norm_eps=1e-6,
 )
-
-
-@dataclass(frozen=True)
-class Method:
-    kind: str  # "loss", "choice" or "generate"
-    requests: list
-    work_tokens: int  # tokens processed (loss, choice) or to be generated at most
-
-
-# ---- data ------------------------------------------------------------------------------------
-
-
-class Encoder:
-    """Chat-templated prompts to token ids, remapped into the model's vocabulary."""
-
-    def __init__(self, tokenizer, vocab: int) -> None:
-        self.tokenizer = tokenizer
-        small = len(tokenizer)
-        # An affine map spreads the tokenizer's ids over a larger vocabulary (gcd(97, v) = 1).
-        self.remap = (lambda i: i) if vocab <= small else (lambda i: (i * 97 + 11) % vocab)
-        self.stop_ids = (self.remap(tokenizer.eos_token_id),)
-
-    def ids(self, text: str) -> list[int]:
-        return [self.remap(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
-
-    def prompt(self, user: str) -> list[int]:
-        messages = [{"role": "user", "content": user}]
-        text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
-        return self.ids(text)
-
-
-def _sentence(rng: random.Random, n_words: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n_words)).capitalize() + "."
-
-
-def _question(rng: random.Random) -> str:
-    body = " ".join(_sentence(rng, rng.randint(5, 15)) for _ in range(rng.randint(1, 8)))
-    options = "\n".join(f"{letter}. {_sentence(rng, rng.randint(1, 6))}" for letter in "ABCD")
-    return f"{body}\nWhich option fits best?\n{options}\nAnswer with the letter only."
-
-
-def build_methods(enc: Encoder, n: int, seq_len: int, seed: int = 0) -> dict[str, Method]:
-    """The requests of each benchmarked method, `n` samples each, deterministic in `seed`."""
-    rng = random.Random(seed)
-    questions = [enc.prompt(_question(rng))[-seq_len:] for _ in range(n)]
-    letters = tuple(enc.ids(letter)[0] for letter in "ABCD")
-    refs = []
-    for _ in range(n):
-        words = rng.sample(WORDS, rng.randint(2, 20))
-        context = enc.prompt(f"Sort the following words alphabetically: {' '.join(words)}.")
-        answer = enc.ids(" ".join(sorted(words))) + list(enc.stop_ids)
-        refs.append(LossRequest(tuple((context + answer)[-seq_len:]), score_from=len(context)))
-    docs = []
-    for _ in range(n):
-        target = rng.randint(seq_len // 8, seq_len)
-        text = " ".join(_sentence(rng, rng.randint(4, 20)) for _ in range(target // 6 + 2))
-        docs.append(LossRequest(tuple(enc.ids(text)[:target]), score_from=1))
-    if_prompts = []
-    for _ in range(n):
-        rules = "\n".join(
-            f"{i + 1}. {r}" for i, r in enumerate(rng.sample(RULES, rng.randint(2, 5)))
-        )
-        question = _sentence(rng, rng.randint(6, 30))[:-1] + "?"
-        if_prompts.append(enc.prompt(f'Answer "{question}" following these rules:\n{rules}'))
-
-    def gen(prompts, max_new, penalty):
-        reqs = [GenerationRequest(tuple(p), max_new, penalty, enc.stop_ids) for p in prompts]
-        return Method("generate", reqs, max_new * len(reqs))
-
-    return {
-        "multiple_choice": gen(questions, 20, 1.1),
-        "multiple_choice_loglik": Method(
-            "choice",
-            [ChoiceRequest(tuple(q), letters) for q in questions],
-            sum(map(len, questions)),
-        ),
-        "reference_loss": Method("loss", refs, sum(len(r.token_ids) for r in refs)),
-        "text_loss": Method("loss", docs, sum(len(r.token_ids) for r in docs)),
-        "if_eval": gen(if_prompts, 200, 1.2),
-    }
-
-
-# ---- models ----------------------------------------------------------------------------------
+# The tasks whose generation settings the requests use (weights do not matter here).
+SPECS = {
+    "synthetic_mmlu": tasks.synthetic_mmlu(1.0),
+    "if_eval_v2": tasks.if_eval_v2(1.0),
+    "fineweb": tasks.fineweb(1.0),
+}
 
 
 def load_model(name: str, tmp: Path, device: str, dtype: torch.dtype):
@@ -168,123 +73,17 @@ def load_model(name: str, tmp: Path, device: str, dtype: torch.dtype):
     return model.to(device).eval(), AutoTokenizer.from_pretrained(path)
 
 
-# ---- measurement -----------------------------------------------------------------------------
-
-
-class PeakMemory:
-    """Peak memory above the level at entry, in MiB (None where it cannot be read)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.mb: float | None = None
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-        else:
-            self._base = _rss_kb("VmRSS") if _reset_peak_rss() else None
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._base) / 2**20
-        elif self._base is not None:
-            self.mb = max(0, _rss_kb("VmHWM") - self._base) / 1024
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _rss_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-def _timed(fn: Callable[[], list], device: torch.device) -> tuple[list, float, float | None]:
-    with PeakMemory(device) as peak:
-        start = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
-    return out, seconds, peak.mb
-
-
-def compare(kind: str, got: list, want: list, exact: bool) -> dict:
-    """Whether the engines agree: exact tolerances in fp32, looser ones in bf16."""
-    if kind == "loss":
-        rel = max(
-            abs(g.mean - w.mean) / max(abs(w.mean), 1e-12) for g, w in zip(got, want, strict=True)
-        )
-        return {"scores_match": rel <= (1e-4 if exact else 1e-2), "max_rel_diff": rel}
-    if kind == "choice":
-        diff = max(
-            abs(a - b)
-            for g, w in zip(got, want, strict=True)
-            for a, b in zip(g.logprobs, w.logprobs, strict=True)
-        )
-        agree = sum(g.best == w.best for g, w in zip(got, want, strict=True)) / len(got)
-        ok = diff <= 1e-4 and agree == 1.0 if exact else agree >= 0.9
-        return {"scores_match": ok, "max_abs_diff": diff, "agreement": agree}
-    pairs = list(zip(got, want, strict=True))
-    agree = sum(g == w for g, w in pairs) / len(pairs)
-    prefix = sum(_common_prefix(g.token_ids, w.token_ids) for g, w in pairs)
-    result = {
-        "agreement": agree,
-        "prefix_agreement": prefix / max(1, sum(len(w.token_ids) for _, w in pairs)),
-    }
-    # In bf16 a padded batch rounds differently from a lone row, and greedy decoding of a
-    # near-uniform random model flips on the smallest change: generations are reported, not
-    # checked (None). fp32 must agree token for token.
-    return {"scores_match": agree == 1.0 if exact else None, **result}
-
-
-def _common_prefix(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
-def bench_method(method: Method, engine: BatchedEngine, naive: NaiveEngine, exact: bool) -> dict:
-    run = {"loss": "loss", "choice": "choice_logprobs", "generate": "generate"}[method.kind]
-    got, engine_s, engine_mb = _timed(lambda: getattr(engine, run)(method.requests), engine.device)
-    want, naive_s, naive_mb = _timed(lambda: getattr(naive, run)(method.requests), naive.device)
-    if method.kind == "generate":
-        work = sum(len(r.token_ids) for r in want)  # tokens actually generated
-    else:
-        work = method.work_tokens
-    return {
-        "samples": len(method.requests),
-        "engine_s": engine_s,
-        "naive_s": naive_s,
-        "speedup": naive_s / engine_s,
-        **compare(method.kind, got, want, exact),
-        "peak_mem_mb": {"engine": engine_mb, "naive": naive_mb},
-        "tokens_per_s": {"engine": work / engine_s, "naive": work / naive_s},
-    }
-
-
 def bench_long(device: torch.device, dtype: torch.dtype, seq_len: int, tmp: Path) -> dict:
     """Reference loss over one long sample, 150k vocabulary: chunked head vs full logits."""
     model, _ = load_model("qwen2-0.5b", tmp, str(device), dtype)
     model.config.use_cache = False  # a loss pass needs no KV cache; keep it out of both peaks
     rng = random.Random(1)
     ids = tuple(rng.randrange(QWEN2_05B["vocab_size"]) for _ in range(seq_len))
-    requests = [LossRequest(ids, score_from=seq_len // 4)]
+    workload = Workload((Call("loss", (LossRequest(ids, score_from=seq_len // 4),)),))
     engine = BatchedEngine(model, device=device, batch_tokens=seq_len)
     naive = NaiveEngine(model, device=device)
-    result = bench_method(Method("loss", requests, seq_len), engine, naive, dtype == torch.float32)
+    exact = dtype == torch.float32
+    result = bench_workload(workload, engine, naive, device, exact=exact, warm=False)
     mem = result["peak_mem_mb"]
     if mem["engine"] and mem["naive"]:
         result["peak_mem_ratio"] = mem["naive"] / mem["engine"]
@@ -294,23 +93,22 @@ def bench_long(device: torch.device, dtype: torch.dtype, seq_len: int, tmp: Path
     return result
 
 
-# ---- entry point -----------------------------------------------------------------------------
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few samples, short sequences")
+    parser.add_argument("--quick", action="store_true", help="few samples per task")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--model", default="tiny", help="tiny, qwen2-0.5b or a model directory")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--samples", type=int, help="samples per method (default by mode)")
-    parser.add_argument("--seq-len", type=int, help="longest prompt or document, in tokens")
+    parser.add_argument("--samples", type=int, help="samples per task (default by mode)")
+    parser.add_argument("--seq-len", type=int, default=512, help="competition sequence length")
     parser.add_argument("--batch-tokens", type=int, help="engine token budget per batch")
     parser.add_argument("--methods", help="comma-separated subset of the methods")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of loss/choice work")
     parser.add_argument("--long", action="store_true", help="also run the long-sample memory test")
     parser.add_argument("--long-seq", type=int, default=16384, help="long-sample length")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample draw")
     return parser.parse_args(argv)
 
 
@@ -321,22 +119,36 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     samples = args.samples or (12 if args.quick else 48)
-    seq_len = args.seq_len or (512 if args.quick else 1024)
     budget = args.batch_tokens or (4096 if device.type == "cpu" else 65536)
     report: dict = {"device": str(device), "model": args.model, "dtype": args.dtype}
-    report |= {"samples": samples, "seq_len": seq_len, "batch_tokens": budget, "methods": {}}
+    report |= {"samples": samples, "seq_len": args.seq_len, "batch_tokens": budget}
+    report |= {"threads": torch.get_num_threads(), "load_avg_before": os.getloadavg()[0]}
+    report["methods"] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model, tokenizer = load_model(args.model, Path(tmp), args.device, dtype)
-        enc = Encoder(tokenizer, model.config.vocab_size)
-        methods = build_methods(enc, samples, seq_len)
-        wanted = args.methods.split(",") if args.methods else list(methods)
+        workloads = build_workloads(
+            tokenizer,
+            model.config.vocab_size,
+            SPECS,
+            samples=samples,
+            sequence_length=args.seq_len,
+            seed=args.seed,
+        )
+        wanted = args.methods.split(",") if args.methods else list(workloads)
         engine = BatchedEngine(model, device=device, batch_tokens=budget)
         naive = NaiveEngine(model, device=device)
-        _warm_up(engine, naive, methods)
         for name in wanted:
             logger.info("benchmarking %s", name)
-            result = bench_method(methods[name], engine, naive, dtype == torch.float32)
-            report["methods"][name] = result
+            workload = workloads[name]
+            generates = any(c.kind == "generate" for c in workload.calls)
+            report["methods"][name] = bench_workload(
+                workload,
+                engine,
+                naive,
+                device,
+                exact=dtype == torch.float32,
+                repeats=1 if generates else args.repeats,
+            )
         del model, engine, naive
         if args.long or (device.type == "cuda" and not args.quick):
             # bf16 on CUDA, as validators run: in fp32 the attention kernels fall back to the
@@ -345,17 +157,8 @@ def run(args: argparse.Namespace) -> dict:
             report["long_reference_loss_memory"] = bench_long(
                 device, long_dtype, args.long_seq, Path(tmp)
             )
+    report["load_avg_after"] = os.getloadavg()[0]
     return report
-
-
-def _warm_up(engine: BatchedEngine, naive: NaiveEngine, methods: dict[str, Method]) -> None:
-    """One small call of each kind, so one-off set-up is not timed."""
-    loss = methods["reference_loss"].requests[:2]
-    gen = [GenerationRequest(r.prompt_ids, 2, 1.1) for r in methods["multiple_choice"].requests[:2]]
-    for eng in (engine, naive):
-        eng.loss(loss)
-        eng.generate(gen)
-        eng.choice_logprobs(methods["multiple_choice_loglik"].requests[:2])
 
 
 def _match_text(result: dict) -> str:
@@ -368,9 +171,11 @@ def print_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(
-        title=f"engine vs naive: {report['model']} on {report['device']} ({report['dtype']})"
+    title = (
+        f"engine vs naive: {report['model']} on {report['device']} ({report['dtype']}, "
+        f"{report['threads']} threads, load {report['load_avg_before']:.1f})"
     )
+    table = Table(title=title)
     columns = (
         "method,n,engine s,naive s,speedup,engine tok/s,naive tok/s,engine MiB,naive MiB,match"
     )

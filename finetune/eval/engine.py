@@ -9,6 +9,9 @@
   decodes exactly as it would alone. Greedy argmax with the KV cache; finished rows leave the
   batch. The decoding loop is written here on purpose: `model.generate` would read the
   miner-supplied `generation_config` (sampling, penalties, stop tokens).
+- Rows that open with the same tokens are batched together, and a batch's common prefix is run
+  once, its KV cache shared by the rows (see `_prefix`): loss scoring never reads a position
+  inside the shared prefix, so the prefix is capped before the first scored position.
 - Batches are cut by a token budget (see `batching`). On an out-of-memory error the budget is
   halved and the batch retried, down to one row; the reduced budget is kept.
 """
@@ -23,7 +26,8 @@ import torch
 
 from finetune.errors import EvalFailed
 from finetune.eval._forward import SplitModel, chunked_nll
-from finetune.eval.batching import Batch, longest_first, next_batch, restore_order
+from finetune.eval._prefix import MIN_PREFIX_TOKENS, PrefixSharing, pad_rows
+from finetune.eval.batching import Batch, longest_first, next_batch, prefix_groups, restore_order
 from finetune.eval.requests import (
     ChoiceRequest,
     ChoiceResult,
@@ -58,6 +62,8 @@ class BatchedEngine:
         max_rows: optional cap on rows per batch.
         loss_chunk_tokens: scored positions sent through the output head at once; bounds the
             fp32 logits held to `loss_chunk_tokens x vocab`.
+        share_prefixes: group rows by their opening tokens and run a batch's common prefix
+            once (checked once per model against the plain forward; off if they disagree).
     """
 
     def __init__(
@@ -68,6 +74,7 @@ class BatchedEngine:
         batch_tokens: int = 8192,
         max_rows: int | None = None,
         loss_chunk_tokens: int = 1024,
+        share_prefixes: bool = True,
     ) -> None:
         if batch_tokens < 1 or loss_chunk_tokens < 1 or (max_rows is not None and max_rows < 1):
             raise ValueError("batch_tokens, max_rows and loss_chunk_tokens must be >= 1")
@@ -81,6 +88,7 @@ class BatchedEngine:
         pad = getattr(model.config, "pad_token_id", None)
         # Padding is masked out, so any valid id will do.
         self._pad_id = pad if isinstance(pad, int) and pad >= 0 else 0
+        self._prefix = PrefixSharing(self._split, self._pad_id, enabled=share_prefixes)
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -91,7 +99,8 @@ class BatchedEngine:
         """Summed NLL of each request's scored tokens, in input order."""
         # The last token predicts nothing, so it is never fed.
         lengths = [len(r.token_ids) - 1 for r in requests]
-        return self._run(requests, lengths, self._loss_batch, progress)
+        keys = [r.token_ids for r in requests]
+        return self._run(requests, lengths, keys, self._loss_batch, progress)
 
     @torch.inference_mode()
     def generate(
@@ -99,7 +108,8 @@ class BatchedEngine:
     ) -> list[GenerationResult]:
         """Greedy continuations, in input order."""
         lengths = [len(r.prompt_ids) + r.max_new_tokens for r in requests]
-        return self._run(requests, lengths, self._generate_batch, progress)
+        keys = [r.prompt_ids for r in requests]
+        return self._run(requests, lengths, keys, self._generate_batch, progress)
 
     @torch.inference_mode()
     def choice_logprobs(
@@ -107,7 +117,8 @@ class BatchedEngine:
     ) -> list[ChoiceResult]:
         """Next-token log-probabilities of each request's choices, in input order."""
         lengths = [len(r.prompt_ids) for r in requests]
-        return self._run(requests, lengths, self._choice_batch, progress)
+        keys = [r.prompt_ids for r in requests]
+        return self._run(requests, lengths, keys, self._choice_batch, progress)
 
     # ---- batching and back-off --------------------------------------------------------------
 
@@ -115,23 +126,28 @@ class BatchedEngine:
         self,
         requests: Sequence[A],
         lengths: list[int],
+        keys: list[tuple[int, ...]],
         answer: Callable[[list[A]], list[R]],
         progress: ProgressCallback | None,
     ) -> list[R]:
-        order = longest_first(lengths)
+        if self._prefix.enabled:
+            groups = prefix_groups(keys, lengths, key_tokens=MIN_PREFIX_TOKENS)
+        else:
+            groups = [longest_first(lengths)]
         answered: list[tuple[int, R]] = []
-        start = 0
-        while start < len(order):
-            batch = next_batch(
-                order, lengths, start, batch_tokens=self.batch_tokens, max_rows=self.max_rows
-            )
-            results = self._attempt(answer, [requests[i] for i in batch.indices], batch)
-            if results is None:
-                continue  # budget halved: cut this batch again
-            answered.extend(zip(batch.indices, results, strict=True))
-            start += batch.rows
-            if progress:
-                progress(batch.rows)
+        for order in groups:
+            start = 0
+            while start < len(order):
+                batch = next_batch(
+                    order, lengths, start, batch_tokens=self.batch_tokens, max_rows=self.max_rows
+                )
+                results = self._attempt(answer, [requests[i] for i in batch.indices], batch)
+                if results is None:
+                    continue  # budget halved: cut this batch again
+                answered.extend(zip(batch.indices, results, strict=True))
+                start += batch.rows
+                if progress:
+                    progress(batch.rows)
         return restore_order(len(requests), answered)
 
     def _attempt(
@@ -165,30 +181,34 @@ class BatchedEngine:
 
     # ---- padding ------------------------------------------------------------------------------
 
-    def _pad(
-        self, seqs: Sequence[Sequence[int]], *, left: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """`[rows, max_len]` ids and attention mask (1 = real token)."""
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for row, seq in enumerate(seqs):
-            span = slice(width - len(seq), width) if left else slice(0, len(seq))
-            ids[row, span] = torch.tensor(seq, dtype=torch.long)
-            mask[row, span] = 1
-        return ids.to(self.device), mask.to(self.device)
+    def _right_padded_states(
+        self, seqs: Sequence[Sequence[int]], limit: int
+    ) -> tuple[torch.Tensor, int]:
+        """Body states of right-padded rows and the offset of their first column.
+
+        With a shared prefix of ``P`` tokens (at most `limit`) the states start at position
+        ``P``; without one, at 0.
+        """
+        prefix = self._prefix.usable_len(seqs, limit)
+        if prefix:
+            return self._prefix.right_padded(seqs, prefix), prefix
+        ids, _ = pad_rows(seqs, self._pad_id, self.device, left=False)
+        hidden, _ = self._split.body(ids, None)
+        return hidden, 0
 
     # ---- the three request kinds --------------------------------------------------------------
 
     def _loss_batch(self, requests: list[LossRequest]) -> list[LossResult]:
-        ids, _ = self._pad([r.token_ids[:-1] for r in requests], left=False)
-        hidden, _ = self._split.body(ids, None)  # [rows, seq, hidden]
-        # Position t predicts token t+1: row b scores positions score_from-1 .. len-2.
+        # Position t predicts token t+1: row b scores positions score_from-1 .. len-2, so a
+        # shared prefix must end before the first scored position of every row.
+        hidden, offset = self._right_padded_states(
+            [r.token_ids[:-1] for r in requests], min(r.score_from for r in requests) - 1
+        )  # [rows, seq - offset, hidden]
         rows, cols, targets = [], [], []
         for row, r in enumerate(requests):
             n = len(r.token_ids) - r.score_from
             rows += [row] * n
-            cols += range(r.score_from - 1, len(r.token_ids) - 1)
+            cols += range(r.score_from - 1 - offset, len(r.token_ids) - 1 - offset)
             targets += r.token_ids[r.score_from :]
         rows_t = torch.tensor(rows, device=self.device)
         picked = hidden[rows_t, torch.tensor(cols, device=self.device)]  # [n, hidden]
@@ -208,9 +228,11 @@ class BatchedEngine:
         ]
 
     def _choice_batch(self, requests: list[ChoiceRequest]) -> list[ChoiceResult]:
-        ids, _ = self._pad([r.prompt_ids for r in requests], left=False)
-        hidden, _ = self._split.body(ids, None)  # [rows, seq, hidden]
-        last = torch.tensor([len(r.prompt_ids) - 1 for r in requests], device=self.device)
+        # The last prompt position is read: a shared prefix leaves it in every row's suffix.
+        hidden, offset = self._right_padded_states(
+            [r.prompt_ids for r in requests], min(len(r.prompt_ids) for r in requests) - 1
+        )  # [rows, seq - offset, hidden]
+        last = torch.tensor([len(r.prompt_ids) - 1 - offset for r in requests], device=self.device)
         rows = torch.arange(len(requests), device=self.device)
         logprobs = torch.log_softmax(self._split.head(hidden[rows, last]), dim=-1)  # [rows, vocab]
         return [
@@ -227,20 +249,18 @@ class _GreedyBatch:
 
     def __init__(self, engine: BatchedEngine, requests: list[GenerationRequest]) -> None:
         self.split = engine._split
+        self.prefix = engine._prefix
         self.requests = requests
         self.device = engine.device
-        self.ids, self.mask = engine._pad([r.prompt_ids for r in requests], left=True)
+        self.pad_id = engine._pad_id
         self.outputs: list[list[int]] = [[] for _ in requests]
         self.active = list(range(len(requests)))  # request index of each batch row
 
     def run(self) -> list[GenerationResult]:
-        # Positions count real tokens only, so left padding does not shift them.
-        positions = (self.mask.cumsum(-1) - 1).clamp(min=0)  # [rows, prompt]
-        hidden, cache = self.split.body(self.ids, self.mask, position_ids=positions, use_cache=True)
+        hidden, cache, mask, positions = self._prefill()
         logits = self.split.head(hidden[:, -1])  # [rows, vocab]
         seen = self._seen_prompt_tokens(logits.shape[-1])  # [rows, vocab] bool
         next_pos = positions[:, -1:] + 1  # [rows, 1]
-        mask = self.mask
         while True:
             logits = self._penalise(logits, seen)
             tokens = torch.argmax(logits, dim=-1).tolist()
@@ -261,6 +281,18 @@ class _GreedyBatch:
             next_pos = next_pos + 1
             logits = self.split.head(hidden[:, -1])
         return [GenerationResult(token_ids=tuple(out)) for out in self.outputs]
+
+    def _prefill(self) -> tuple[torch.Tensor, object, torch.Tensor, torch.Tensor]:
+        """Run the prompts: `(hidden, cache, attention mask, positions)`, left-padded."""
+        prompts = [r.prompt_ids for r in self.requests]
+        prefix = self.prefix.usable_len(prompts, min(len(p) for p in prompts) - 1)
+        if prefix:
+            return self.prefix.left_padded(prompts, prefix)
+        ids, mask = pad_rows(prompts, self.pad_id, self.device, left=True)
+        # Positions count real tokens only, so left padding does not shift them.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [rows, prompt]
+        hidden, cache = self.split.body(ids, mask, position_ids=positions, use_cache=True)
+        return hidden, cache, mask, positions
 
     def _seen_prompt_tokens(self, vocab: int) -> torch.Tensor:
         seen = torch.zeros((len(self.requests), vocab), dtype=torch.bool, device=self.device)

@@ -9,8 +9,10 @@ from finetune.eval.batching import (
     longest_first,
     next_batch,
     plan_batches,
+    prefix_groups,
     restore_order,
     rows_that_fit,
+    shared_prefix_len,
 )
 
 lengths_st = st.lists(st.integers(min_value=1, max_value=300), max_size=60)
@@ -111,3 +113,41 @@ def test_bad_budget_is_rejected():
 def test_restore_order_rejects_missing_repeated_or_foreign_indices(answered):
     with pytest.raises(ValueError):
         restore_order(2, answered)
+
+
+def test_shared_prefix_len():
+    assert shared_prefix_len([]) == 0
+    assert shared_prefix_len([(1, 2, 3)]) == 3
+    assert shared_prefix_len([(1, 2, 3, 4), (1, 2, 9), (1, 2, 3)]) == 2
+    assert shared_prefix_len([(1, 2), (1, 2, 3)]) == 2
+    assert shared_prefix_len([(5, 2), (1, 2)]) == 0
+
+
+def test_prefix_groups_group_shared_openings_longest_first():
+    a, b = (1, 1, 1), (2, 2, 2)
+    seqs = [a + (0,) * 3, b + (0,), a + (0,) * 9, (7,), b + (0,) * 5, (3, 3, 3, 3), a]
+    lengths = [len(s) for s in seqs]
+    groups = prefix_groups(seqs, lengths, key_tokens=3)
+    # `a` rows, `b` rows, then the rows that share their opening with nobody (or are short).
+    assert groups == [[2, 0, 6], [4, 1], [5, 3]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(0, 2), min_size=0, max_size=6), min_size=0, max_size=30),
+    st.integers(1, 3),
+)
+def test_prefix_groups_partition_and_order(seqs, key_tokens):
+    lengths = [len(s) + 1 for s in seqs]
+    groups = prefix_groups(seqs, lengths, key_tokens=key_tokens)
+    assert sorted(i for g in groups for i in g) == list(range(len(seqs)))
+    for group in groups:
+        assert [lengths[i] for i in group] == sorted((lengths[i] for i in group), reverse=True)
+        keyed = [tuple(seqs[i][:key_tokens]) for i in group if len(seqs[i]) >= key_tokens]
+        if len(group) > 1 and len(keyed) == len(group) and len(set(keyed)) == 1:
+            continue  # a group of one opening
+        # otherwise the leftover group: each of its openings occurs once in the whole input
+        everywhere = [tuple(s[:key_tokens]) for s in seqs if len(s) >= key_tokens]
+        assert all(everywhere.count(k) == 1 for k in keyed)
+    firsts = [lengths[g[0]] for g in groups]
+    assert firsts == sorted(firsts, reverse=True)

@@ -180,3 +180,88 @@ def test_generation_ignores_the_models_generation_config(tiny_model_dir):
     first = BatchedEngine(model).generate(gens)
     assert first == BatchedEngine(model, batch_tokens=50).generate(gens)
     assert first == NaiveEngine(model).generate(gens)
+
+
+def _prefixed(vocab: int, seed: int) -> tuple[list[tuple[int, ...]], int]:
+    """Rows opening with a 40-token prefix: some share all of it, some only its first 20."""
+    rng = random.Random(seed)
+    prefix = tuple(rng.randrange(3, vocab) for _ in range(40))
+    other = prefix[:20] + tuple(rng.randrange(3, vocab) for _ in range(20))
+    seqs = []
+    for i, n in enumerate((30, 5, 60, 12, 2, 44, 8, 25)):
+        head = other if i % 4 == 3 else prefix
+        seqs.append(head + tuple(rng.randrange(3, vocab) for _ in range(n)))
+    return seqs, len(prefix)
+
+
+class _Spy:
+    """Counts the batches that went through the shared-prefix path, and their prefix lengths."""
+
+    def __init__(self, engine: BatchedEngine, monkeypatch) -> None:
+        self.lengths: list[int] = []
+        for name in ("right_padded", "left_padded"):
+            real = getattr(engine._prefix, name)
+
+            def wrapped(seqs, prefix, _real=real):
+                self.lengths.append(prefix)
+                return _real(seqs, prefix)
+
+            monkeypatch.setattr(engine._prefix, name, wrapped)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3", "gpt_neox"])
+def test_shared_prefixes_give_the_naive_answers(models, arch, monkeypatch):
+    model = models[arch]
+    vocab = model.config.vocab_size
+    seqs, prefix = _prefixed(vocab, seed=11)
+    unshared = _sequences(vocab, seed=12)[:4]
+    engine = BatchedEngine(model, batch_tokens=2000)
+    naive = NaiveEngine(model)
+    engine._prefix._check()  # the one-off probe, out of the spy's count
+    spy = _Spy(engine, monkeypatch)
+
+    # Partly shared: the batch shares the 20 tokens all its rows open with.
+    losses = [LossRequest(s, score_from=prefix + 1) for s in seqs]
+    _assert_losses_match(engine.loss(losses), naive.loss(losses))
+    assert engine._prefix.enabled and spy.lengths == [20]
+    # Fully shared, then scoring that starts inside the common prefix (cut before it).
+    for score_from, shared in ((prefix + 1, prefix), (30, 29)):
+        spy.lengths.clear()
+        losses = [
+            LossRequest(s, score_from=score_from) for s in seqs if s[:prefix] == seqs[0][:prefix]
+        ]
+        _assert_losses_match(engine.loss(losses), naive.loss(losses))
+        assert spy.lengths == [shared]
+    # Not shared: text-loss style (score_from=1) and rows opening differently.
+    spy.lengths.clear()
+    losses = [LossRequest(s, score_from=1) for s in seqs + unshared]
+    losses += [LossRequest(s, score_from=len(s) // 2) for s in unshared]
+    _assert_losses_match(engine.loss(losses), naive.loss(losses))
+    assert spy.lengths == []
+
+    spy.lengths.clear()
+    choices = [ChoiceRequest(s, choice_ids=(20, 21, 22, 23)) for s in seqs + unshared]
+    for g, w in zip(engine.choice_logprobs(choices), naive.choice_logprobs(choices), strict=True):
+        assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+        assert g.best == w.best
+    assert spy.lengths
+
+    spy.lengths.clear()
+    gens = _generation_requests(seqs + unshared)
+    assert engine.generate(gens) == naive.generate(gens)
+    assert spy.lengths
+
+
+def test_prefix_sharing_turns_itself_off_when_the_cache_cannot_be_shared(models, monkeypatch):
+    from transformers import DynamicCache
+
+    model = models["llama"]
+    # A cache that ignores the repeat: the probe's two-row suffix then fails to attend to it.
+    monkeypatch.setattr(DynamicCache, "batch_repeat_interleave", lambda self, repeats: None)
+    seqs, prefix = _prefixed(model.config.vocab_size, seed=13)
+    engine = BatchedEngine(model, batch_tokens=2000)
+    losses = [LossRequest(s, score_from=prefix + 1) for s in seqs]
+    _assert_losses_match(engine.loss(losses), NaiveEngine(model).loss(losses))
+    assert not engine._prefix.enabled
+    off = BatchedEngine(model, share_prefixes=False)
+    _assert_losses_match(off.loss(losses), NaiveEngine(model).loss(losses))
