@@ -101,7 +101,7 @@ class Validator:
         self._guard = threading.Lock()
         self._metagraph: MetagraphSnapshot | None = None
         self._weights: dict[str, float] = dict(self.state.last_weights)
-        self._weights_version = 0
+        self._realigned_block = -1
         self._updater_view: dict[str, TrackedModel] = dict(self.state.models)
         self._high_stake_picks: set[str] = set()
 
@@ -219,6 +219,7 @@ class Validator:
     def rounds_step(self) -> int:
         """Run every active competition's round that is due. Returns how many ran."""
         block = self.chain.current_block()
+        self._realign_to_metagraph()
         entry = self.schedule.active_at(block)
         active = {str(share.competition.id) for share in entry.competitions}
         for ended in [cid for cid in self.state.competitions if cid not in active]:
@@ -230,7 +231,12 @@ class Validator:
         for share in entry.competitions:
             if self.stop_event.is_set():
                 break
-            if self.run_round(share.competition, block) is not None:
+            try:
+                result = self.run_round(share.competition, block)
+            except FinetuneError as exc:  # e.g. no task data at all: skip, try next window
+                logger.error("round of %s failed: %s (%s)", share.competition.name, exc, exc.reason)
+                continue
+            if result is not None:
                 ran += 1
                 self.rounds_done += 1
         if ran and any(m.status == "rejected" for m in self.state.models.values()):
@@ -240,11 +246,20 @@ class Validator:
             self.state.last_weights = weights
             with self._guard:
                 self._weights = dict(weights)
-                self._weights_version += 1
         save_state(self.state, self.config.state_path)
         return ran
 
     # ---- weights --------------------------------------------------------------------
+    def _realign_to_metagraph(self) -> None:
+        """Forget deregistered hotkeys whenever a newer metagraph has arrived."""
+        snapshot = self.metagraph
+        if snapshot is None or snapshot.block <= self._realigned_block:
+            return
+        dropped = self.state.realign(snapshot.hotkeys)
+        if dropped:
+            logger.info("deregistered since the last sync, forgotten: %s", ", ".join(h[:8] for h in dropped))
+        self._realigned_block = snapshot.block
+
     def weights_by_uid(self) -> dict[int, float]:
         snapshot = self.metagraph
         with self._guard:

@@ -129,3 +129,24 @@ def test_models_weighted_by_high_stake_validators_get_another_look(tmp_path, tin
     (result,) = validator.run_once()
     evaluated = {m.hotkey for m in result.models}
     assert "m5" in evaluated and "m4" not in evaluated
+
+
+def test_deregistered_hotkeys_are_forgotten_at_the_next_sync(tmp_path, tiny_model_dir):
+    chain, store = make_subnet(tmp_path, ["stay", "leave"])
+    publish_model(chain, store, tiny_model_dir, hotkey="stay", repo_id="s/model", competition_id=REASONING)
+    other = _variant(tiny_model_dir, tmp_path / "other", b"y")
+    publish_model(chain, store, other, hotkey="leave", repo_id="l/model", competition_id=REASONING)
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=scored_by_repo({"*": 1.0}))
+    validator.run_once()
+    assert set(validator.state.competition(REASONING).ema) == {"stay", "leave"}
+
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "devnet.sqlite") as db:  # the devnet has no deregistration call
+        db.execute("DELETE FROM neurons WHERE hotkey = 'leave'")
+    chain.advance(1)
+    validator.sync_metagraph()
+    validator.rounds_step()
+    assert "leave" not in validator.state.models
+    assert set(validator.state.competition(REASONING).ema) == {"stay"}
