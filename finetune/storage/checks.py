@@ -97,6 +97,7 @@ def _check_config(model_dir: Path, constraints: ModelConstraints) -> None:
             reason="bad_architecture",
         )
     _check_model_type(config.get("model_type"), archs[0])
+    _check_family(config.get("model_type"), constraints)
     for name in ("config.json", "tokenizer_config.json"):
         path = model_dir / name
         if path.is_file() and "auto_map" in _load_json(path):
@@ -115,6 +116,20 @@ def _check_model_type(model_type: object, architecture: str) -> None:
         raise ModelRejected(
             f"model_type {model_type!r} loads {expected!r}, not the declared {architecture}",
             reason="bad_architecture",
+        )
+
+
+def _check_family(model_type: object, constraints: ModelConstraints) -> None:
+    # "Start from an approved open base model family" (SPEC §9), read from config.model_type:
+    # a family names a prefix of model types ("qwen" covers qwen2, "gpt_neo" covers gpt_neox).
+    families = constraints.approved_families
+    if not families:
+        return
+    kind = str(model_type).lower().replace("-", "_")
+    if not any(kind.startswith(family) for family in families):
+        raise ModelRejected(
+            f"model_type {model_type!r} is not of an approved base family ({', '.join(families)})",
+            reason="unapproved_family",
         )
 
 

@@ -190,3 +190,13 @@ def test_copied_repo_committed_by_another_hotkey(tiny_model_dir, tmp_path):
     # Re-hashing under its own hotkey passes, but the equal content hash exposes the copy.
     own = verify_hashes(copy, HOTKEY_B, secure_hash(content_hash(copy), HOTKEY_B))
     assert own == content_hash(tiny_model_dir)
+
+
+@pytest.mark.parametrize(("arch", "approved"), [("llama", True), ("qwen2", True), ("gpt_neox", True),
+                                                ("phi3", False)])
+def test_approved_base_families(arch, approved, tiny_model_dirs):
+    constraints = make_constraints(approved_families=("llama", "qwen", "gpt_neo", "mistral"))
+    if approved:
+        check_model_dir(tiny_model_dirs[arch], constraints)
+    else:
+        assert _reason(check_model_dir, tiny_model_dirs[arch], constraints) == "unapproved_family"
