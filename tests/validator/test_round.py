@@ -120,3 +120,27 @@ def test_history_is_recorded_and_bounded():
         _round(state, {"a": 1.0}, window=window, block_now=window + 10)
     history = state.competition(7).history["a"]
     assert [r.window_block for r in history] == [1260, 1620, 1980]
+
+
+def test_helm_competition_ranks_by_product_of_task_win_rates():
+    from finetune.competition import Aggregation
+
+    helm = COMP.model_copy(update={
+        "aggregation": Aggregation.HELM,
+        "tasks": (
+            EvalTaskSpec(name="t1", method=Method.TEXT_LOSS, dataset="fineweb", weight=0.5, samples=4),
+            EvalTaskSpec(name="t2", method=Method.TEXT_LOSS, dataset="fineweb", weight=0.5, samples=4),
+        ),
+    })
+    raws = {"a": (1.0, 3.0), "b": (2.0, 1.0), "c": (3.0, 2.0)}
+
+    def evaluate(model, task_data):
+        t1, t2 = raws[model.hotkey]
+        return WorkerOutcome(True, t1 + t2, {"t1": {"raw": t1}, "t2": {"raw": t2}})
+
+    state = _state(_model("a", 1, 10, "X"), _model("b", 2, 20, "Y"), _model("c", 3, 30, "Z"))
+    plan = plan_round(state, helm, window_block=900, seed=1, block_now=1000)
+    result = execute_round(plan, state, evaluate, TaskData(seed=1))
+    # Mean win rates: a (1, 0), b (1/2, 1), c (0, 1/2); products: a 0, b 1/2, c 0.
+    assert {m.hotkey: m.win_rate for m in result.models} == {"a": 0.0, "b": 0.5, "c": 0.0}
+    assert result.step_weights == {"a": 0.0, "b": 1.0, "c": 0.0}
