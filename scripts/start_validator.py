@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -144,7 +145,12 @@ def update_once(supervisor, options: Options) -> str:
     if latest == current:
         return "current"
     logger.info("new release %s (running %s): updating", latest[:8], current[:8])
-    if deploy(supervisor, options, latest):
+    try:
+        healthy = deploy(supervisor, options, latest)
+    except (subprocess.CalledProcessError, OSError) as exc:  # e.g. pip cannot install it
+        logger.error("release %s failed to deploy: %s", latest[:8], exc)
+        healthy = False
+    if healthy:
         logger.info("release %s healthy", latest[:8])
         return "updated"
     logger.error("release %s unhealthy: rolling back to %s", latest[:8], current[:8])
@@ -205,8 +211,15 @@ def parse(argv: list[str] | None) -> Options:
     )
 
 
+def _exit_on_sigterm(signum, _frame) -> None:
+    # Unwinds `run`, whose `finally` stops the validator: it must not outlive its supervisor,
+    # or a restarted supervisor would run a second validator on the same state file.
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     return run(parse(argv))
 
 

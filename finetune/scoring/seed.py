@@ -36,8 +36,11 @@ def window_seed(block_hash_hex: str) -> int:
         (`random.Random(seed ^ task_constant)`); reduce it (`% 2**32`) for numpy or torch.
 
     Raises:
-        ValueError: not a hex string.
+        ValueError: not a hex string (None included: a node may answer None for a block it
+            does not have).
     """
+    if not isinstance(block_hash_hex, str):
+        raise ValueError(f"not a hex block hash: {block_hash_hex!r}")
     text = block_hash_hex.strip().lower()
     digits = text[2:] if text.startswith("0x") else text
     if not digits or not set(digits) <= _HEX:

@@ -184,7 +184,7 @@ class Validator:
     def _seed(self, window_block: int) -> int:
         try:
             return window_seed(self.chain.block_hash(window_block))
-        except (ChainError, FinetuneError) as exc:
+        except (FinetuneError, ValueError) as exc:  # ValueError: None or a non-hex answer
             seed = fallback_seed(window_block)
             logger.warning("block hash of %d unavailable (%s); using fallback seed %d", window_block, exc, seed)
             return seed
@@ -213,7 +213,10 @@ class Validator:
         apply_round(self.state, plan, result)
         self.results.append(result)
         report.print_round(self.console, result)
-        self.sink.log(report.round_record(result))
+        try:
+            self.sink.log(report.round_record(result))
+        except Exception:  # noqa: BLE001 - wandb raises its own errors; metrics never cost a round
+            logger.exception("metrics sink failed; the round is kept")
         return result
 
     def rounds_step(self) -> int:
@@ -222,9 +225,10 @@ class Validator:
         self._realign_to_metagraph()
         entry = self.schedule.active_at(block)
         active = {str(share.competition.id) for share in entry.competitions}
-        for ended in [cid for cid in self.state.competitions if cid not in active]:
-            logger.info("competition %s is no longer active: dropping its weights", ended)
-            del self.state.competitions[ended]
+        ended = [cid for cid in self.state.competitions if cid not in active]
+        for cid in ended:
+            logger.info("competition %s is no longer active: dropping its weights", cid)
+            del self.state.competitions[cid]
         window = sync_window_start(block, genesis=self.config.genesis_block, window=self.config.window_blocks)
         self._queue_high_stake_picks({share.competition.id: window for share in entry.competitions})
         ran = 0
@@ -241,7 +245,7 @@ class Validator:
                 self.rounds_done += 1
         if ran and any(m.status == "rejected" for m in self.state.models.values()):
             self.console.print(report.rejections_table(self.state.models))  # what miners are told
-        if ran:
+        if ran or ended:  # an ended competition's winners lose their weight now, not next round
             weights = subnet_weights(self.state, entry)
             self.state.last_weights = weights
             with self._guard:
@@ -256,6 +260,10 @@ class Validator:
         if snapshot is None or snapshot.block <= self._realigned_block:
             return
         dropped = self.state.realign(snapshot.hotkeys)
+        registered = set(snapshot.hotkeys)
+        with self._guard:  # the updater's view too, or their files would never be cleaned up
+            for hotkey in [h for h in self._updater_view if h not in registered]:
+                del self._updater_view[hotkey]
         if dropped:
             logger.info("deregistered since the last sync, forgotten: %s", ", ".join(h[:8] for h in dropped))
         self._realigned_block = snapshot.block

@@ -201,8 +201,11 @@ def _retries(state: ValidatorState, plan: RoundPlan, result: RoundResult, keep: 
     for hotkey in by_hotkey:
         if hotkey in keep:
             continue
+        # Only this revision's records: a new upload gets its own retry, and an old upload's
+        # score says nothing about it.
+        revision = by_hotkey[hotkey].revision
         history = [HistoryEntry(block=r.window_block, score=r.score, fingerprint=r.fingerprint)
-                   for r in comp.history.get(hotkey, [])]
+                   for r in comp.history.get(hotkey, []) if r.revision == revision]
         again = should_retry(
             history, model_block=by_hotkey[hotkey].block,
             winner_score=winner.score if winner else math.inf, winner_block=winner.block if winner else 0,

@@ -112,7 +112,12 @@ def run_isolated(
     args = (str(model_dir), competition, task_data, options or {})
     process = ctx.Process(target=_child, args=(sender, job or _default_job, args), daemon=True)
     started = time.monotonic()
-    process.start()
+    try:
+        process.start()
+    except OSError as exc:  # no memory or file handles left for a fork: this model fails
+        sender.close()
+        receiver.close()
+        return WorkerOutcome(False, math.inf, reason="crashed", detail=f"worker did not start: {exc}")
     sender.close()  # the child holds the only writer now, so a dead child means EOF here
     message = None
     try:

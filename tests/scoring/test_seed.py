@@ -24,7 +24,7 @@ def test_window_seed_is_sha256_of_the_hex_string():
     assert window_seed("0x" + "cd" * 32) != expected
 
 
-@pytest.mark.parametrize("bad", ["", "0x", "0xzz", "hello"])
+@pytest.mark.parametrize("bad", ["", "0x", "0xzz", "hello", None, b"0xab"])
 def test_window_seed_rejects_non_hex(bad):
     with pytest.raises(ValueError):
         window_seed(bad)

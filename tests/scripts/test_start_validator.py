@@ -81,3 +81,61 @@ def test_update_then_rollback(deployment):
     time.sleep(0.5)
     assert supervisor.alive()
     assert start_validator.heartbeat_fresh(options.heartbeat, 5, time.time() - 5)
+
+
+def test_release_that_fails_to_install_is_rolled_back(deployment, monkeypatch):
+    work, deployed, options, supervisor, first = deployment
+    options.reinstall = True
+
+    def reinstall(repo, python):
+        if (repo / "release.txt").read_text().strip() == "uninstallable":
+            raise subprocess.CalledProcessError(1, ["pip", "install"], stderr="no matching distribution")
+
+    monkeypatch.setattr(start_validator, "reinstall", reinstall)
+    _commit(work, "uninstallable")
+    assert start_validator.update_once(supervisor, options) == "rolled_back"
+    assert _git(deployed, "rev-parse", "HEAD") == first
+    time.sleep(0.5)
+    assert supervisor.alive()
+
+
+CHILD = """
+import os, pathlib, sys, time
+pathlib.Path(sys.argv[1]).write_text(str(os.getpid()))
+while True:
+    time.sleep(0.2)
+"""
+
+
+def test_sigterm_to_the_supervisor_stops_the_validator(tmp_path):
+    import os
+    import signal
+
+    (tmp_path / "child.py").write_text(CHILD)
+    pid_file = tmp_path / "child.pid"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "start_validator.py"
+    supervisor = subprocess.Popen(
+        [sys.executable, str(script), "--supervisor", "own", "--update-interval-s", "3600",
+         "--command", sys.executable, str(tmp_path / "child.py"), str(pid_file)],
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(timeout=20) == 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(child, signal.SIGKILL)
+            pytest.fail("the validator outlived its supervisor")
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()

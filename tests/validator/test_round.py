@@ -144,3 +144,17 @@ def test_helm_competition_ranks_by_product_of_task_win_rates():
     # Mean win rates: a (1, 0), b (1/2, 1), c (0, 1/2); products: a 0, b 1/2, c 0.
     assert {m.hotkey: m.win_rate for m in result.models} == {"a": 0.0, "b": 0.5, "c": 0.0}
     assert result.step_weights == {"a": 0.0, "b": 1.0, "c": 0.0}
+
+
+def test_new_revision_gets_its_own_retry_whatever_the_old_one_did():
+    state = _state(_model("a", 1, 10, "X"), _model("b", 2, 20, "Y"), _model("c", 3, 30, "Z"),
+                   _model("e", 5, 50, "V"))
+    scores = {"a": 0.1, "b": 0.2, "c": 0.3, "e": math.inf}
+    _round(state, scores)
+    _round(state, scores, window=1260, block_now=1300)
+    assert "e" not in state.competition(7).pending  # the old revision used its one retry
+    # The miner uploads a new revision, which fails once: it gets a retry of its own.
+    state.models["e"] = state.models["e"].model_copy(update={"revision": "b" * 40, "content_hash": "W"})
+    state.competition(7).pending.append("e")
+    _round(state, scores, window=1620, block_now=1700)
+    assert "e" in state.competition(7).pending

@@ -35,3 +35,31 @@ def test_deadline_really_interrupts():
 def test_abort_kills_the_child():
     outcome = run_isolated("/m", None, None, deadline_s=60, job=jobs.hang_job, should_abort=lambda: True)
     assert outcome.reason == "aborted"
+
+
+def test_a_worker_that_cannot_start_is_a_failed_model_not_a_crash(monkeypatch):
+    import multiprocessing as mp
+
+    from finetune.validator import worker
+
+    class NoForkProcess:
+        def __init__(self, *args, **kwargs):
+            self.exitcode = None
+
+        def start(self):
+            raise OSError(12, "Cannot allocate memory")
+
+        def is_alive(self):
+            return False
+
+        def join(self, timeout=None):
+            pass
+
+    class Context:
+        Pipe = staticmethod(mp.Pipe)
+        Process = NoForkProcess
+
+    monkeypatch.setattr(worker, "_context", lambda: Context())
+    outcome = run_isolated("/m", None, None, deadline_s=60, job=jobs.ok_job)
+    assert not outcome.ok and math.isinf(outcome.total)
+    assert outcome.reason == "crashed" and "Cannot allocate memory" in outcome.detail

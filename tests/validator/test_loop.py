@@ -1,0 +1,102 @@
+"""Regressions of the eval loop (`finetune.validator.loop`) against a devnet chain."""
+
+from __future__ import annotations
+
+import competitions
+from finetune.scoring import fallback_seed
+from tests.validator.fault_runner import stand_in_evaluate
+from tests.validator.helpers import make_subnet, make_validator, publish_model
+
+LOCAL = competitions.LOCAL_SCHEDULE
+REASONING = competitions.LOCAL_REASONING.id
+
+
+class BadHashChain:
+    """A devnet chain whose block-hash read answers `answer` (a node that lost the block)."""
+
+    def __init__(self, inner, answer) -> None:
+        self.inner, self.answer = inner, answer
+
+    def block_hash(self, block):
+        return self.answer
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_unusable_block_hash_falls_back_to_the_deterministic_seed(tmp_path, tiny_model_dir):
+    chain, store = make_subnet(tmp_path, ["healthy"])
+    publish_model(chain, store, tiny_model_dir, hotkey="healthy", repo_id="good/model", competition_id=REASONING)
+    chain.advance(5)
+    for answer in (None, "", "not-hex"):
+        validator = make_validator(tmp_path / str(answer), BadHashChain(chain, answer), store, LOCAL,
+                                   evaluate=stand_in_evaluate({"healthy": 1.0}))
+        (result,) = validator.run_once()
+        assert result.seed == fallback_seed(result.window_block)
+
+
+def test_deregistered_models_are_no_longer_kept_from_disk_cleanup(tmp_path, tiny_model_dir):
+    import sqlite3
+
+    chain, store = make_subnet(tmp_path, ["stay", "leave"])
+    publish_model(chain, store, tiny_model_dir, hotkey="stay", repo_id="s/model", competition_id=REASONING)
+    publish_model(chain, store, tiny_model_dir, hotkey="leave", repo_id="l/model", competition_id=REASONING)
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=stand_in_evaluate({}))
+    validator.run_once()
+    assert set(validator.referenced_models()) == {"stay", "leave"}
+    with sqlite3.connect(tmp_path / "devnet.sqlite") as db:  # the devnet has no deregistration call
+        db.execute("DELETE FROM neurons WHERE hotkey = 'leave'")
+    chain.advance(1)
+    validator.sync_metagraph()
+    validator.rounds_step()
+    assert set(validator.referenced_models()) == {"stay"}
+
+
+class BrokenSink:
+    """A metrics sink whose backend is down (wandb raises its own, arbitrary errors)."""
+
+    def log(self, record):
+        raise RuntimeError("wandb: network error (ConnectionError), entering retry loop")
+
+    def close(self):
+        pass
+
+
+def test_a_failing_metrics_sink_never_loses_the_round(tmp_path, tiny_model_dir):
+    from finetune.validator.state import load_state
+
+    chain, store = make_subnet(tmp_path, ["healthy"])
+    publish_model(chain, store, tiny_model_dir, hotkey="healthy", repo_id="good/model", competition_id=REASONING)
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=stand_in_evaluate({"healthy": 1.0}))
+    validator.sink = BrokenSink()
+    (result,) = validator.run_once()
+    assert result.models[0].score == 1.0
+    state = load_state(tmp_path / "state.json")
+    assert state.competition(REASONING).last_window == result.window_block
+    assert state.last_weights == {"healthy": 1.0}
+
+
+def test_an_ended_competition_stops_getting_weight_at_once(tmp_path, tiny_model_dir):
+    from finetune.competition import CompetitionShare, Schedule, ScheduleEntry
+
+    both = ScheduleEntry(start_block=0, competitions=(
+        CompetitionShare(competition=competitions.LOCAL_INSTRUCT, reward_share=0.5),
+        CompetitionShare(competition=competitions.LOCAL_REASONING, reward_share=0.5)))
+    chain, store = make_subnet(tmp_path, ["inst", "reas"])
+    end = chain.current_block() + 100
+    schedule = Schedule(entries=(both, ScheduleEntry(start_block=end, competitions=(
+        CompetitionShare(competition=competitions.LOCAL_REASONING, reward_share=1.0),))))
+    publish_model(chain, store, tiny_model_dir, hotkey="inst", repo_id="i/model",
+                  competition_id=competitions.LOCAL_INSTRUCT.id)
+    publish_model(chain, store, tiny_model_dir, hotkey="reas", repo_id="r/model", competition_id=REASONING)
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, schedule, evaluate=stand_in_evaluate({}))
+    assert len(validator.run_once()) == 2
+    assert validator.state.last_weights == {"inst": 0.5, "reas": 0.5}
+    chain.advance(end - chain.current_block())  # same sync window: no new round is due
+    validator.sync_metagraph()
+    assert validator.rounds_step() == 0
+    assert validator.state.last_weights == {"reas": 1.0}
+    assert validator.weights_by_uid() == {chain.metagraph().by_hotkey("reas").uid: 1.0}
