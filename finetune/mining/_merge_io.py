@@ -97,18 +97,38 @@ def read_header(file: Path) -> dict[str, TensorInfo]:
             raise _reject(
                 f"{file} has an unreadable safetensors header: {e}", "bad_weights", file
             ) from e
+    if not isinstance(header, dict):
+        raise _reject(f"{file} has a safetensors header that is not an object", "bad_weights", file)
     header.pop("__metadata__", None)
-    return {
-        name: TensorInfo(name, entry["dtype"], tuple(entry["shape"]), file)
-        for name, entry in header.items()
-    }
+    return {name: _tensor_info(file, name, entry) for name, entry in header.items()}
+
+
+def _tensor_info(file: Path, name: str, entry: object) -> TensorInfo:
+    # Checked here so that a malformed header is a rejection, not a KeyError mid-merge.
+    dtype = entry.get("dtype") if isinstance(entry, dict) else None
+    shape = entry.get("shape") if isinstance(entry, dict) else None
+    if dtype not in ITEMSIZE or not (
+        isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
+    ):
+        raise _reject(
+            f"{file}: tensor {name!r} has a bad entry {entry!r} (dtype, shape)", "bad_weights", file
+        )
+    return TensorInfo(name, dtype, tuple(shape), file)
 
 
 def _weight_files(path: Path) -> list[Path]:
     index = path / INDEX_FILE
     if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-        files = [path / name for name in sorted(set(weight_map.values()))]
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+            names = sorted(set(weight_map.values()))
+        except (UnicodeDecodeError, ValueError, AttributeError, TypeError) as e:
+            raise _reject(f"{index} is not a valid index: {e}", "bad_weights", path) from e
+        # Shards are plain file names inside the model directory, never paths out of it.
+        bad = [n for n in names if not isinstance(n, str) or Path(n).name != n or n in {".", ".."}]
+        if bad:
+            raise _reject(f"{index} names shards outside {path}: {bad[:3]}", "bad_weights", path)
+        files = [path / name for name in names]
         missing = [f.name for f in files if not f.is_file()]
         if missing:
             raise _reject(

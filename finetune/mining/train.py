@@ -4,11 +4,13 @@
 `sft_data`), optionally through PEFT LoRA adapters, with three callbacks:
 
 - `TimeBudgetCallback` stops cleanly (checkpoint saved) once the budget is spent; the time
-  spent is kept in ``out/budget.json`` so a resumed run continues the same budget.
+  spent is kept in ``out/budget.json`` (updated every step, so a crash keeps it too) and a
+  resumed run continues the same budget. Under data parallelism every rank stops together.
 - `ScoreCallback` scores the in-memory model with `finetune.eval.evaluate_model` on one fixed
   set of task data, before training, every ``eval_every`` steps and at the end.
 - `BestKeeper` (driven by it) keeps the best-scoring weights: full weights in ``out/best``;
-  for LoRA the adapter in ``out/best_adapter``, merged into the weights at the end.
+  for LoRA the adapter in ``out/best_adapter``, merged into the weights at the end. Each new
+  best also updates ``out/best.json``, so a resumed run never replaces it with a worse one.
 
 The result is ``out/best`` (safetensors in the competition's dtype, config, generation config,
 tokenizer) and ``out/best.json``. Checkpoints for ``--resume`` live in ``out/checkpoints``.
@@ -37,6 +39,7 @@ from finetune.mining.sft_data import EncodedExample, SftCollator, SftDataset
 logger = logging.getLogger(__name__)
 
 BUDGET_FILE = "budget.json"
+BEST_FILE = "best.json"
 
 
 @dataclass(frozen=True)
@@ -89,14 +92,22 @@ class TimeBudgetCallback(TrainerCallback):
         max_seconds: the whole budget.
         spent_before: seconds already spent by earlier runs of the same training.
         clock: monotonic clock, for tests.
+        record: file that keeps the time spent (``{"spent_s": ...}``), rewritten every step by
+            the main process, so a run that crashes still counts against the budget.
     """
 
     def __init__(
-        self, max_seconds: float, *, spent_before: float = 0.0, clock: Callable[[], float] = time.monotonic
+        self,
+        max_seconds: float,
+        *,
+        spent_before: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        record: Path | None = None,
     ) -> None:
         self.max_seconds = max_seconds
         self.spent_before = spent_before
         self._clock = clock
+        self.record = record
         self._start: float | None = None
         self.stopped = False
 
@@ -108,8 +119,17 @@ class TimeBudgetCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self._start = self._clock()
 
+    def save(self) -> None:
+        """Write the time spent so far to `record` (atomically; no-op without one)."""
+        if self.record is not None:
+            _write_json(self.record, {"spent_s": self.spent()})
+
     def on_step_end(self, args, state, control, **kwargs):
-        if self.spent() >= self.max_seconds:
+        if getattr(state, "is_world_process_zero", True):
+            self.save()
+        # Every rank must take the same decision, or the ranks still training wait forever at
+        # their next collective for the one that stopped (their clocks differ slightly).
+        if _any_rank(self.spent() >= self.max_seconds, getattr(args, "device", "cpu")):
             logger.info("time budget of %.2f h reached at step %d", self.max_seconds / 3600, state.global_step)
             self.stopped = True
             control.should_training_stop = True
@@ -149,6 +169,10 @@ class BestKeeper:
             _replace_dir(target, lambda tmp: model.save_pretrained(tmp))
         else:
             self.save_full(model)
+        # Written now, not only at the end: after a crash, `--resume` must know the score to beat.
+        _write_json(
+            self.out_dir / BEST_FILE, {"step": step, "score": evaluation.total, "evaluation": evaluation.to_json()}
+        )
         logger.info("new best %.6g at step %d", evaluation.total, step)
         return True
 
@@ -156,7 +180,15 @@ class BestKeeper:
         """Write `model` (a plain transformers model) to ``best/`` in the save dtype."""
 
         def write(tmp: Path) -> None:
-            state = {k: v.detach().to(self.save_dtype) for k, v in model.state_dict().items()}
+            # Tied weights (embeddings = output head) must stay one tensor after the cast, or
+            # both copies are written and the header parameter count the validator checks grows.
+            cast: dict[tuple[int, torch.dtype, tuple[int, ...]], torch.Tensor] = {}
+            state = {}
+            for name, tensor in model.state_dict().items():
+                key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))
+                if key not in cast:
+                    cast[key] = tensor.detach().to(self.save_dtype)
+                state[name] = cast[key]
             model.save_pretrained(tmp, state_dict=state)
             self.tokenizer.save_pretrained(tmp)
 
@@ -214,6 +246,23 @@ def _replace_dir(target: Path, write: Callable[[Path], None]) -> None:
     write(tmp)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
+
+
+def _any_rank(flag: bool, device: Any) -> bool:
+    """`flag` or'ed over all ranks of the default process group (just `flag` without one)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def _read_json(path: Path) -> dict:
@@ -349,7 +398,7 @@ def train_model(
     set_seed(options.seed)
     if options.lora:
         model = _wrap_lora(model, options)
-    earlier = _read_json(out / "best.json") if options.resume else {}
+    earlier = _read_json(out / BEST_FILE) if options.resume else {}
     keeper = BestKeeper(
         out, tokenizer, resolve_dtype(competition.constraints.load_dtype),
         best_score=float(earlier.get("score", math.inf)),
@@ -357,6 +406,7 @@ def train_model(
     budget = TimeBudgetCallback(
         options.max_hours * 3600,
         spent_before=float(_read_json(out / BUDGET_FILE).get("spent_s", 0.0)) if options.resume else 0.0,
+        record=out / BUDGET_FILE,
     )
     scoring = ScoreCallback(
         scorer(competition, task_data, tokenizer, batch_tokens=options.batch_tokens),
@@ -375,8 +425,10 @@ def train_model(
     trainer.remove_callback(PrinterCallback)
     started = time.monotonic()
     trainer.train(resume_from_checkpoint=_last_checkpoint(options))
-    (out / BUDGET_FILE).write_text(json.dumps({"spent_s": budget.spent()}) + "\n")
-    if options.lora:
+    main = trainer.is_world_process_zero()  # other ranks only trained: one writer per file
+    if main:
+        budget.save()
+    if options.lora and main:
         _finish_lora(trainer.model, keeper)
     losses = tuple(float(e["loss"]) for e in trainer.state.log_history if "loss" in e)
     stop = "budget" if budget.stopped else ("max_steps" if options.max_steps else "completed")
@@ -391,13 +443,14 @@ def train_model(
         elapsed_s=time.monotonic() - started,
         history=tuple(scoring.history),
     )
-    _write_report(out / "best.json", report, keeper, competition, model_dir, options)
+    if main:
+        _write_report(out / BEST_FILE, report, keeper, competition, model_dir, options, earlier)
     return report
 
 
 def _write_report(
     path: Path, report: TrainReport, keeper: BestKeeper, competition: Competition,
-    model_dir: str | Path, options: TrainOptions,
+    model_dir: str | Path, options: TrainOptions, earlier: dict,
 ) -> None:
     data = {
         "competition": competition.name,
@@ -405,7 +458,8 @@ def _write_report(
         "step": report.best_step,
         "score": report.best_score,
         "initial_score": report.initial_score,
-        "evaluation": keeper.best_evaluation.to_json() if keeper.best_evaluation else None,
+        # A resumed run that never beat the earlier best keeps that best's evaluation.
+        "evaluation": keeper.best_evaluation.to_json() if keeper.best_evaluation else earlier.get("evaluation"),
         "steps": report.steps,
         "stop": report.stop,
         "elapsed_s": report.elapsed_s,
@@ -414,7 +468,7 @@ def _write_report(
         "history": list(report.history),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
     }
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    _write_json(path, data)
 
 
 __all__ = [

@@ -373,3 +373,42 @@ def test_slerp_known_answers():
     torch.testing.assert_close(half, torch.tensor([math.sqrt(0.5)] * 2))
     parallel = slerp("t", None, [x, 3 * x], MergeParams(weights=(), slerp_t=0.25))
     torch.testing.assert_close(parallel, torch.tensor([1.5, 0.0]))  # linear fallback
+
+
+def _with_weights(src: Path, dest: Path, write) -> Path:
+    dest.mkdir()
+    shutil.copy(src / "config.json", dest)
+    write(dest)
+    return dest
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"[1, 2]", b'{"w": {"shape": [2]}}', b'{"w": {"dtype": "X9", "shape": [2]}}', b'{"w": 3}'],
+)
+def test_malformed_safetensors_header_is_a_rejection(header, merge_dirs, tmp_path):
+    import struct
+
+    bad = _with_weights(
+        merge_dirs["m1"], tmp_path / "bad",
+        lambda d: (d / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header),
+    )  # fmt: skip
+    with pytest.raises(ModelRejected) as info:
+        merge_models(method="linear", base=None, models=[merge_dirs["m1"], bad], out_dir=tmp_path / "o")
+    assert info.value.reason == "bad_weights"
+
+
+@pytest.mark.parametrize(
+    "index",
+    ['{"weight_map": ', '{"weight_map": [1]}', '{"weight_map": {"w": "OTHER"}}'],
+)
+def test_malformed_or_escaping_shard_index_is_a_rejection(index, merge_dirs, tmp_path):
+    # OTHER: an existing safetensors file of another directory (absolute path), never read.
+    index = index.replace("OTHER", str(merge_dirs["m2"] / "model.safetensors"))
+    bad = _with_weights(
+        merge_dirs["m1"], tmp_path / "bad",
+        lambda d: (d / "model.safetensors.index.json").write_text(index),
+    )  # fmt: skip
+    with pytest.raises(ModelRejected) as info:
+        merge_models(method="linear", base=None, models=[merge_dirs["m1"], bad], out_dir=tmp_path / "o")
+    assert info.value.reason == "bad_weights"

@@ -126,3 +126,93 @@ def test_time_budget_counts_earlier_runs():
     now[0] += 1.0
     callback.on_step_end(None, state, control)
     assert control.should_training_stop and control.should_save and callback.stopped
+
+
+def test_best_weights_keep_tied_embeddings_as_one_tensor(tmp_path):
+    # Trained in fp32, saved in bf16: the cast must not split the tied output head from the
+    # embeddings, or the header parameter count (the validator's size check) grows by a vocab matrix.
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from finetune.mining.train import BestKeeper
+
+    config = LlamaConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+        intermediate_size=64, tie_word_embeddings=True,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config)
+    tokenizer = SimpleNamespace(save_pretrained=lambda path: None)
+    BestKeeper(tmp_path, tokenizer, torch.bfloat16).save_full(model)
+
+    with safe_open(str(tmp_path / "best" / "model.safetensors"), framework="pt") as weights:
+        names = set(weights.keys())
+        assert weights.get_tensor("model.embed_tokens.weight").dtype == torch.bfloat16
+        count = sum(torch.Size(weights.get_slice(n).get_shape()).numel() for n in names)
+    assert "lm_head.weight" not in names
+    assert count == model.num_parameters()
+
+
+def _fake_evaluation(total: float):
+    from finetune.eval import ModelEvaluation
+
+    return ModelEvaluation(competition="WORD_SORTING", seed=0, tasks={}, total=total)
+
+
+def test_resume_after_a_crash_keeps_the_earlier_best_and_the_time_spent(
+    tiny_model_dir, examples, task_data, tmp_path, monkeypatch
+):
+    import torch
+
+    import finetune.mining.train as train
+
+    out = tmp_path / "crash"
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+    scores = iter([5.0, 1.0, 3.0, "crash", 3.0, 4.0, 4.0])  # steps 0, 1, 2, 3 | 2, 3, 4
+
+    def fake_scorer(*args, **kwargs):
+        def score(model):
+            value = next(scores)
+            if value == "crash":
+                raise RuntimeError("simulated crash")
+            seen[len(seen)] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return _fake_evaluation(value)
+
+        return score
+
+    monkeypatch.setattr(train, "scorer", fake_scorer)
+    options = dict(max_steps=4, learning_rate=1e-2, warmup=0.0, batch_size=4, eval_every=1, save_every=1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train_model(tiny_model_dir, WORD_SORTING, examples, task_data, TrainOptions(out_dir=out, **options))
+    assert (out / "checkpoints" / "checkpoint-2").is_dir()
+    spent = json.loads((out / "budget.json").read_text())["spent_s"]
+    assert spent > 0  # the crashed run's time still counts
+
+    resumed = train_model(
+        tiny_model_dir, WORD_SORTING, examples, task_data, TrainOptions(out_dir=out, resume=True, **options)
+    )
+    assert resumed.steps == 4
+    assert (resumed.best_score, resumed.best_step) == (1.0, 1)
+    assert json.loads((out / "best.json").read_text())["score"] == 1.0
+    assert json.loads((out / "budget.json").read_text())["spent_s"] > spent
+    with safe_open(str(out / "best" / "model.safetensors"), framework="pt") as weights:
+        name = "model.layers.0.mlp.up_proj.weight"
+        saved = weights.get_tensor(name)
+        assert torch.equal(saved, seen[1][name].to(saved.dtype))  # the step-1 weights
+
+
+def test_budget_stop_is_agreed_by_every_rank(monkeypatch):
+    # This rank is within budget, another is not: both must stop at this step, or the one still
+    # training waits forever at its next collective.
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "all_reduce", lambda value, op=None: value.fill_(1.0))
+    now = [0.0]
+    callback = TimeBudgetCallback(60.0, clock=lambda: now[0])
+    control = SimpleNamespace(should_training_stop=False, should_save=False)
+    state = SimpleNamespace(global_step=3, is_world_process_zero=False)
+    callback.on_train_begin(None, state, control)
+    now[0] += 1.0
+    callback.on_step_end(SimpleNamespace(device="cpu"), state, control)
+    assert control.should_training_stop and control.should_save and callback.stopped
