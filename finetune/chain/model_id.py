@@ -38,7 +38,10 @@ _QUOTE_CHARS = 60  # bad values are quoted, but a megabyte of garbage is not
 
 
 def _quote(value: object) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - e.g. an int over the digit limit; quoting must not raise
+        text = f"<unprintable {type(value).__name__}>"
     return text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 3] + "..."
 
 

@@ -26,6 +26,9 @@ from finetune.errors import DataUnavailable
 logger = logging.getLogger(__name__)
 
 MAX_PAGE_ROWS = 100  # the rows API refuses longer pages
+# A page of 100 rows is a few MiB at most (the server truncates long cells); anything far
+# larger is refused rather than held in memory.
+MAX_BODY_BYTES = 64 * 1024 * 1024
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _CHUNK = 64 * 1024
 _USER_AGENT = "finetune-subnet-validator"
@@ -80,7 +83,7 @@ class DatasetsServerClient:
             return [
                 SplitSize(str(e["config"]), str(e["split"]), int(e["num_rows"])) for e in entries
             ]
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # int(Infinity)
             raise DataUnavailable(
                 f"/size for {dataset} has no size.splits list: {exc!r}", dataset=dataset
             ) from exc
@@ -105,14 +108,21 @@ class DatasetsServerClient:
         }
         payload = self._get_json(self._config.endpoint, "/rows", params)
         try:
-            items = payload["rows"]
-            kept = tuple(item["row"] for item in items if not item.get("truncated_cells"))
+            items = list(payload["rows"])
+            # A row that is not an object would reach the shapers, which read rows with .get.
+            wellformed = [i for i in items if isinstance(i, dict) and isinstance(i.get("row"), dict)]
+            kept = tuple(item["row"] for item in wellformed if not item.get("truncated_cells"))
             total = int(payload.get("num_rows_total", 0))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise DataUnavailable(
                 f"/rows for {dataset} at offset {offset} is malformed: {exc!r}", dataset=dataset
             ) from exc
-        skipped = len(items) - len(kept)
+        malformed = len(items) - len(wellformed)
+        skipped = len(wellformed) - len(kept)
+        if malformed:
+            logger.warning(
+                "%s offset %d: skipped %d rows that are not objects", dataset, offset, malformed
+            )
         if skipped:
             logger.info(
                 "%s offset %d: skipped %d rows with truncated cells", dataset, offset, skipped
@@ -183,7 +193,7 @@ class DatasetsServerClient:
             raise _Retryable(f"connection failed: {exc!r}") from exc
         try:
             return json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
             raise DataUnavailable(f"GET {url} returned invalid JSON: {exc}", url=url) from exc
 
 
@@ -191,8 +201,16 @@ def _read_before(response: Any, deadline: float, timeout_s: float) -> bytes:
     # urllib's timeout bounds each socket read, not the whole body; a server that trickles
     # bytes could otherwise hold us far past the deadline.
     chunks = []
+    size = 0
     while chunk := response.read(_CHUNK):
         chunks.append(chunk)
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            # Not retried: the same request would get the same answer.
+            raise DataUnavailable(
+                f"GET {response.geturl()} answered more than {MAX_BODY_BYTES} bytes; refused",
+                url=response.geturl(),
+            )
         if time.monotonic() > deadline:
             raise TimeoutError(f"body not received within {timeout_s}s")
     return b"".join(chunks)

@@ -16,11 +16,16 @@ class MultipleChoiceSample:
 
 @dataclass(frozen=True)
 class ReferenceSample:
-    """Prompt (a single user turn, optional system prompt) and the expected answer text."""
+    """Prompt (a single user turn, optional system prompt) and the expected answer text.
+
+    `drop_if_longer`: a sample whose templated prompt plus reference exceeds the sequence
+    length is left out of scoring instead of being truncated (CODEFORCES_COTS, SPEC §7).
+    """
 
     prompt: str
     reference: str
     system: str | None = None
+    drop_if_longer: bool = False
 
 
 @dataclass(frozen=True)

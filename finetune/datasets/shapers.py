@@ -129,7 +129,7 @@ def _two_messages(row: Mapping[str, Any]) -> tuple[str, str]:
     if isinstance(messages, str):  # some exports keep the list JSON-encoded
         try:
             messages = json.loads(messages)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
             raise ValueError("messages is a string but not JSON") from exc
     if not isinstance(messages, Sequence) or len(messages) != 2:
         size = len(messages) if isinstance(messages, Sequence) else type(messages).__name__
@@ -199,7 +199,7 @@ def _last_code_output(text: str) -> tuple[int, int]:
     start = matches[-1].start()
     try:
         value, end = json.JSONDecoder().raw_decode(text, start)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise ValueError(f'the last {{"output": ...}} is not valid JSON: {exc}') from exc
     if not isinstance(value, dict) or "output" not in value:
         raise ValueError('the final answer object has no "output"')
@@ -209,13 +209,15 @@ def _last_code_output(text: str) -> tuple[int, int]:
 def shape_codeforces(row: Mapping[str, Any], *, max_chars: int = 0) -> ReferenceSample:
     """A codeforces-cots row: user problem, assistant trace; the reference is the trace.
 
-    Rows longer than `max_chars` (prompt plus trace, when positive) are rejected; the
-    token-level length cut happens at tokenisation.
+    Rows longer than `max_chars` (prompt plus trace, when positive) are rejected; rows over
+    the sequence length in tokens are dropped when scored (`drop_if_longer`).
     """
     question, answer = _two_messages(row)
     if max_chars > 0 and len(question) + len(answer) > max_chars:
         raise ValueError(f"longer than {max_chars} characters")
-    return ReferenceSample(prompt=question, reference=answer, system=REASONING_SYSTEM_PROMPT)
+    return ReferenceSample(
+        prompt=question, reference=answer, system=REASONING_SYSTEM_PROMPT, drop_if_longer=True
+    )
 
 
 # -- exact answers ---------------------------------------------------------------------------

@@ -197,7 +197,8 @@ def _pick_page(
 ) -> tuple[SplitSize, int] | None:
     for _ in range(_PAGE_PICK_TRIES):
         split = candidates[rng.randrange(len(candidates))]
-        offset = rng.randrange(math.ceil(split.num_rows / MAX_PAGE_ROWS)) * MAX_PAGE_ROWS
+        pages = -(-split.num_rows // MAX_PAGE_ROWS)  # integer ceil: no float overflow
+        offset = rng.randrange(pages) * MAX_PAGE_ROWS
         if (split.config, offset) not in seen:
             seen.add((split.config, offset))
             return split, offset

@@ -84,7 +84,6 @@ class SplitModel:
     def _check(self) -> None:
         if self._checked:
             return
-        self._checked = True
         vocab = int(self._lm_head.weight.shape[0])
         ids = torch.arange(_PROBE_TOKENS, device=self.device).remainder(vocab)[None, :]
         mask = torch.ones_like(ids)
@@ -98,6 +97,8 @@ class SplitModel:
                 "cannot split %s into body and head (%s)", type(self.model).__name__, error
             )
             ok = False
+        # Set only once decided: an error that escapes (out of memory) leaves it to the retry.
+        self._checked = True
         if not ok:
             logger.warning(
                 "%s: split head disagrees with the model's logits; using full logits",

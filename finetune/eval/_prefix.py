@@ -133,6 +133,7 @@ class PrefixSharing:
             ok = _close(got[0], want) and _close(got[1, :n_short], want[:n_short])
         except (TypeError, AttributeError, ValueError, NotImplementedError, RuntimeError) as error:
             if "out of memory" in str(error).lower():
+                self._checked = False  # not decided: probe again on the retried batch
                 raise
             logger.warning(
                 "%s: cannot share prompt prefixes (%s)", type(self.split.model).__name__, error

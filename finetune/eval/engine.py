@@ -86,8 +86,10 @@ class BatchedEngine:
         self.loss_chunk_tokens = loss_chunk_tokens
         self._split = SplitModel(model, self.device)
         pad = getattr(model.config, "pad_token_id", None)
-        # Padding is masked out, so any valid id will do.
-        self._pad_id = pad if isinstance(pad, int) and pad >= 0 else 0
+        vocab = int(model.get_input_embeddings().weight.shape[0])
+        # Padding is masked out, so any valid id will do; config.json is miner data, so an id
+        # outside the embedding (which would fail every padded batch) is not used.
+        self._pad_id = pad if isinstance(pad, int) and 0 <= pad < vocab else 0
         self._prefix = PrefixSharing(self._split, self._pad_id, enabled=share_prefixes)
 
     # ---- public API -------------------------------------------------------------------------

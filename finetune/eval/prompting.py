@@ -106,6 +106,15 @@ def reference_ids(
     return context_kept + tuple(ref), len(context_kept)
 
 
+def reference_fits(
+    ctx: PromptContext, user: str, reference: str, *, system: str | None = None
+) -> bool:
+    """Whether the templated context plus the reference fit the sequence length uncut."""
+    ref = encode(ctx.tokenizer, reference)
+    context = encode(ctx.tokenizer, chat_text(ctx.tokenizer, user, system=system))
+    return len(context) + len(ref) <= ctx.sequence_length
+
+
 def document_ids(ctx: PromptContext, text: str) -> tuple[int, ...]:
     """A document's ids (with the tokenizer's own BOS if it adds one), cut on the right."""
     return tuple(encode(ctx.tokenizer, text, special=True)[: ctx.sequence_length])
@@ -135,6 +144,7 @@ __all__ = [
     "document_ids",
     "encode",
     "prompt_ids",
+    "reference_fits",
     "reference_ids",
     "stop_ids_of",
     "truncate_left",

@@ -45,7 +45,7 @@ from finetune.mining.upload import (
     upload_model,
 )
 from finetune.scoring import epsilon, is_win
-from finetune.storage import ModelStore, check_model_dir, open_store
+from finetune.storage import ModelStore, check_model_dir, check_revision, open_store, verify_hashes
 
 logger = logging.getLogger(__name__)
 
@@ -176,12 +176,17 @@ def score_candidate(
     device: str,
     batch_tokens: int,
 ) -> IncumbentScore:
-    """Download one candidate at its revision, check it as a validator would, and score it."""
+    """Check one candidate as a validator would (size before download, hashes, files) and
+    score it; a candidate a validator would reject scores inf."""
     model_id = candidate.model_id
+    constraints = competition.constraints
     with tempfile.TemporaryDirectory(prefix="incumbent-") as tmp:
         try:
+            info = store.revision_info(model_id.repo_id, model_id.commit)
+            check_revision(info, None, constraints)  # never download what is over the limit
             folder = store.download(model_id.repo_id, model_id.commit, Path(tmp) / "model")
-            check_model_dir(folder, competition.constraints)
+            verify_hashes(folder, candidate.hotkey, model_id.secure_hash)
+            check_model_dir(folder, constraints)
             result = evaluate_model(
                 folder, competition, task_data, device=device, batch_tokens=batch_tokens
             )

@@ -162,18 +162,29 @@ class ModelCache:
         staging = Path(tempfile.mkdtemp(dir=tmp_root, prefix=f"{hotkey}-"))
         try:
             store.download(repo_id, revision, staging / "model")
-            final.parent.mkdir(exist_ok=True)
-            try:
-                os.rename(staging / "model", final)
-            except OSError:
-                if not final.is_dir():  # not a concurrent fetch of the same model
-                    raise
+            self._move_into_place(staging / "model", hotkey, revision)
         finally:
             if staging.exists():
                 _rmtree(staging)
-        self.touch(hotkey, revision)
         logger.info("cached %s@%s for %s at %s", repo_id, revision[:8], hotkey, final)
         return final
+
+    def _move_into_place(self, model: Path, hotkey: str, revision: str) -> None:
+        final = self.path_for(hotkey, revision)
+        for attempt in range(3):
+            # The cleanup thread removes empty hotkey folders, possibly right after our mkdir.
+            final.parent.mkdir(exist_ok=True)
+            try:
+                self.touch(hotkey, revision)  # before the rename: never seen unmarked (stale)
+                os.rename(model, final)
+                return
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+            except OSError:
+                if not final.is_dir():  # not a concurrent fetch of the same model
+                    raise
+                return
 
     def cleanup(self, keep: Mapping[str, str], now: float | None = None) -> list[Path]:
         """Delete cached models that are not kept and unused for longer than the grace period.
@@ -203,14 +214,25 @@ class ModelCache:
                     self._marker(hotkey_dir.name, model_dir.name).unlink(missing_ok=True)
                     deleted.append(model_dir)
             if not any(hotkey_dir.iterdir()):
-                hotkey_dir.rmdir()
+                try:
+                    hotkey_dir.rmdir()
+                except OSError:  # a concurrent fetch just put something there
+                    pass
         return deleted
 
     def _cleanup_tmp(self, tmp_root: Path, now: float) -> None:
-        # Staging folders are removed by fetch; leftovers come from a crash mid-download.
+        # Staging folders are removed by fetch; leftovers come from a crash mid-download. A
+        # download in progress (newest file still changing) is spared, and one that fetch
+        # removes while we look is simply skipped.
         for staging in tmp_root.iterdir():
-            if now - staging.stat().st_mtime >= self.grace_period_s:
-                _rmtree(staging)
+            try:
+                newest = max(
+                    [staging.stat().st_mtime, *(p.lstat().st_mtime for p in staging.rglob("*"))]
+                )
+                if now - newest >= self.grace_period_s:
+                    _rmtree(staging)
+            except FileNotFoundError:
+                continue
 
 
 __all__ = ["ModelCache"]

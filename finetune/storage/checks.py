@@ -66,8 +66,10 @@ def check_revision(
 def _load_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelRejected(f"{path.name} does not parse: {exc}", reason="bad_config") from None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON, huge ints
+        raise ModelRejected(
+            f"{path.name} does not parse: {str(exc)[:200]}", reason="bad_config"
+        ) from None
     if not isinstance(data, dict):
         raise ModelRejected(f"{path.name} is not a JSON object", reason="bad_config")
     return data

@@ -20,7 +20,7 @@ from pathlib import Path
 from finetune.competition import NormLimits
 from finetune.errors import ModelRejected
 
-_LAYER_WEIGHT = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.(.+)\.weight")
+_LAYER_WEIGHT = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.(.+)\.weight$")
 _NOT_PROJECTION = re.compile(r"(?:^|[._])(?:norm|ln|layernorm|embed)", re.IGNORECASE)
 _ROWS_PER_CHUNK = 1024  # bounds the float32 copy of a bf16 matrix while summing squares
 
@@ -66,18 +66,30 @@ def measure_weight_norms(model_dir: str | Path) -> dict[str, dict[int, float]]:
 
     Returns:
         projection type -> layer index -> norm.
+
+    Raises:
+        ModelRejected: reason `corrupt_safetensors`, a file the safetensors library refuses.
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     norms: dict[str, dict[int, float]] = defaultdict(dict)
     for path in sorted(Path(model_dir).glob("*.safetensors")):
-        with safe_open(str(path), framework="pt") as handle:
-            for name in handle.keys():
-                found = projection_type(name)
-                if found is None or len(handle.get_slice(name).get_shape()) != 2:
-                    continue
-                layer, kind = found
-                norms[kind][layer] = frobenius_norm(handle.get_tensor(name))
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                for name in handle.keys():
+                    found = projection_type(name)
+                    if found is None or len(handle.get_slice(name).get_shape()) != 2:
+                        continue
+                    layer, kind = found
+                    norm = frobenius_norm(handle.get_tensor(name))
+                    # Several tensors may map to one (type, layer), e.g. an unused decoy: the
+                    # largest counts, so an extra tensor can never hide the real weight's norm.
+                    previous = norms[kind].get(layer, -math.inf)
+                    norms[kind][layer] = norm if not norm <= previous else previous
+        except SafetensorError as exc:  # a file the library refuses is the miner's fault
+            raise ModelRejected(
+                f"corrupt safetensors file {path.name}: {exc}", reason="corrupt_safetensors"
+            ) from None
     return dict(norms)
 
 
@@ -107,7 +119,8 @@ def check_weight_norms(model_dir: str | Path, limits: NormLimits) -> NormReport:
         The report (for logging) when the model passes.
 
     Raises:
-        ModelRejected: reason `weight_norms`, with the offending figures in the message.
+        ModelRejected: reason `weight_norms`, with the offending figures in the message
+            (`corrupt_safetensors` for a file the safetensors library refuses).
     """
     norms = measure_weight_norms(model_dir)
     if not norms:

@@ -81,13 +81,16 @@ def parse_header(header: bytes, *, where: object = "<header>") -> list[TensorEnt
     """
     try:
         data = json.loads(header.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _corrupt(where, f"header is not JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # bad utf-8/JSON, huge ints, deep nesting
+        raise _corrupt(where, f"header is not JSON ({str(exc)[:200]})") from None
     if not isinstance(data, dict):
         raise _corrupt(where, "header is not a JSON object")
     metadata = data.pop("__metadata__", None)
-    if metadata is not None and not isinstance(metadata, dict):
-        raise _corrupt(where, "__metadata__ is not an object")
+    # The safetensors library refuses anything but a str -> str map; so must we.
+    if metadata is not None and (
+        not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise _corrupt(where, "__metadata__ is not a map of strings")
     entries = [_entry(name, raw, where) for name, raw in data.items()]
     return sorted(entries, key=lambda e: (e.begin, e.end))
 

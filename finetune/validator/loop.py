@@ -11,7 +11,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +118,12 @@ class Validator:
             return self._metagraph
 
     # ---- model updates --------------------------------------------------------------
-    def update_step(self, *, limit: int | None, start_uid: int = 0) -> list[UpdateResult]:
-        """Check due uids and queue the results for the eval loop (updater thread side)."""
+    def update_step(self, *, limit: int | None, start_uid: int = 0, enqueue: bool = True) -> list[UpdateResult]:
+        """Check due uids and queue the results for the eval loop (updater thread side).
+
+        With ``enqueue=False`` (the synchronous `run_once`) the caller applies the results
+        itself, so a subnet with more uids than the queue holds cannot block it.
+        """
         snapshot = self.metagraph
         if snapshot is None:
             return []
@@ -130,8 +134,9 @@ class Validator:
         with self._guard:
             for result in results:
                 self._updater_view[result.hotkey] = result.model
-        for result in results:
-            self._updates.put(result)  # blocks when the eval loop is far behind: back-pressure
+        if enqueue:
+            for result in results:
+                self._updates.put(result)  # blocks when the eval loop is far behind: back-pressure
         return results
 
     def scan_high_stake_weights(self) -> set[str]:
@@ -168,12 +173,15 @@ class Validator:
                 result = self._updates.get_nowait()
             except queue.Empty:
                 return applied
-            self.state.models[result.hotkey] = result.model
-            if result.changed:
-                comp = self.state.competition(result.model.competition_id)
-                if result.hotkey not in comp.pending:
-                    comp.pending.append(result.hotkey)
+            self._apply_update(result)
             applied += 1
+
+    def _apply_update(self, result: UpdateResult) -> None:
+        self.state.models[result.hotkey] = result.model
+        if result.changed:
+            comp = self.state.competition(result.model.competition_id)
+            if result.hotkey not in comp.pending:
+                comp.pending.append(result.hotkey)
 
     def referenced_models(self) -> dict[str, str]:
         """hotkey -> revision of every model on disk that must not be cleaned up."""
@@ -200,10 +208,11 @@ class Validator:
         comp_state = self.state.competition(competition.id)
         if comp_state.last_window >= window and not (self.config.max_rounds and comp_state.pending):
             return None
-        plan = plan_round(self.state, competition, window_block=window, seed=self._seed(window),
+        plan = plan_round(self.state, competition, window_block=window, seed=0,
                           block_now=block, max_samples=self.config.max_samples)
         if not plan.hotkeys:
             return None
+        plan = replace(plan, seed=self._seed(window))  # read the chain only when there is work
         task_data = load_round_data(plan, self.config.data)
         result = execute_round(plan, self.state, lambda m, data: self._evaluate_model(m, competition, data),
                                task_data, console=self.console)
@@ -311,8 +320,8 @@ class Validator:
         with self._guard:
             self._updater_view = dict(self.state.models)
         self.scan_high_stake_weights()
-        self.update_step(limit=None)
-        self.apply_updates()
+        for result in self.update_step(limit=None, enqueue=False):
+            self._apply_update(result)
         before = len(self.results)
         self.rounds_step()
         self.set_weights_once()
@@ -338,6 +347,9 @@ class Validator:
                     ran = self.rounds_step()
                 except ChainError as exc:
                     logger.warning("chain unavailable for the eval loop (%s); retrying", exc)
+                    ran = 0
+                except Exception:  # noqa: BLE001 - the daemon's boundary: log, back off, go on
+                    logger.exception("eval loop step failed; retrying after %.0fs", self.config.idle_s)
                     ran = 0
                 self._heartbeat()
                 if self.config.max_rounds is not None and self.rounds_done >= self.config.max_rounds:

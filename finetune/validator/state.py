@@ -78,7 +78,6 @@ class ValidatorState(BaseModel):
     models: dict[str, TrackedModel] = Field(default_factory=dict)
     competitions: dict[str, CompetitionState] = Field(default_factory=dict)
     last_weights: dict[str, float] = Field(default_factory=dict)  # hotkey -> weight last computed
-    last_weights_set_at: float = 0.0
     updated_at: float = 0.0
 
     def competition(self, competition_id: int) -> CompetitionState:

@@ -69,6 +69,10 @@ def _child(conn, job: Callable[..., dict], args: tuple) -> None:
 def _outcome_from_result(result: dict, elapsed: float) -> WorkerOutcome:
     total = float(result.get("total", math.inf))
     tasks = {name: dict(values) for name, values in result.get("tasks", {}).items()}
+    if total < 0:
+        # Losses and error rates are never negative; a negative total would invert every win.
+        return WorkerOutcome(False, math.inf, tasks, result.get("dropped", {}), "negative_score",
+                             f"score {total} is negative", elapsed)
     if math.isnan(total):
         return WorkerOutcome(False, math.inf, tasks, result.get("dropped", {}), "nan", "score is NaN", elapsed)
     if not math.isfinite(total):

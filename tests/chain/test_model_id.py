@@ -89,6 +89,17 @@ def test_decode_rejects_junk_without_raising(data):
     assert isinstance(result, Rejection) and result.reason
 
 
+class _UnprintableData:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.parametrize("data", [10**5000, _UnprintableData()], ids=["huge-int", "bad-repr"])
+def test_decode_never_raises_even_when_the_value_cannot_be_quoted(data):
+    result = decode_commitment(data)
+    assert isinstance(result, Rejection) and "text or bytes" in result.reason
+
+
 def test_quoted_values_are_truncated():
     result = decode_commitment("z" * 10**6)
     assert isinstance(result, Rejection) and len(result.reason) < 200

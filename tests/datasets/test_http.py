@@ -169,3 +169,55 @@ def test_retry_after_parsing():
     assert _retry_after_s("soon") is None
     future = email.utils.formatdate(time.time() + 30, usegmt=True)
     assert 25 <= _retry_after_s(future) <= 31
+
+
+def test_rows_that_are_not_objects_are_skipped_not_passed_on(server):
+    # A row a shaper cannot `.get` from would escape the ValueError-only skip in the sampler.
+    client, _ = _client(server)
+    body = (
+        b'{"rows": [{"row": null}, {"row": [1, 2]}, {"row": "text"}, {"row": {"text": "ok"}}],'
+        b' "num_rows_total": 4}'
+    )
+    server.garbage_next(body)
+    page = client.rows("org/docs", "default", "train", offset=0, length=4)
+    assert page.rows == ({"text": "ok"},)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"size": {"splits": [{"config": "c", "split": "s", "num_rows": Infinity}]}}',
+        b'{"size": {"splits": [{"config": "c", "split": "s", "num_rows": NaN}]}}',
+    ],
+)
+def test_non_finite_sizes_are_data_unavailable(server, body):
+    client, _ = _client(server)
+    server.garbage_next(body)
+    with pytest.raises(DataUnavailable):
+        client.splits("org/docs")
+
+
+def test_non_finite_row_total_is_data_unavailable(server):
+    client, _ = _client(server)
+    server.garbage_next(b'{"rows": [], "num_rows_total": Infinity}')
+    with pytest.raises(DataUnavailable):
+        client.rows("org/docs", "default", "train", offset=0, length=4)
+
+
+def test_deeply_nested_json_is_data_unavailable(server):
+    client, _ = _client(server)
+    server.garbage_next(b"[" * 200_000 + b"]" * 200_000)
+    with pytest.raises(DataUnavailable):
+        client.splits("org/docs")
+
+
+def test_oversized_body_is_refused(server, monkeypatch):
+    import finetune.datasets.http as http_module
+
+    monkeypatch.setattr(http_module, "MAX_BODY_BYTES", 1000)
+    client, sleeps = _client(server, retries=2)
+    server.garbage_next(b'{"pad": "' + b"x" * 5000 + b'"}')
+    with pytest.raises(DataUnavailable, match="more than 1000 bytes"):
+        client.splits("org/docs")
+    assert len(server.requests) == 1  # a too-large answer is not retried
+    assert sleeps == []

@@ -138,10 +138,21 @@ def test_two_message_shapers_reject_bad_conversations(messages):
         shape_codeforces({"messages": messages})
 
 
+def test_absurdly_nested_json_in_a_row_is_a_skipped_row_not_a_crash():
+    # RecursionError is not a ValueError: it would escape the sampler's skip and the loader.
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(ValueError):
+        shape_codeforces({"messages": deep})
+    assistant = '<think>x</think> {"output": ' + deep + "}"
+    row = {"task_type": "code_output_prediction", "messages": _chat("Q", assistant)}
+    with pytest.raises(ValueError):
+        shape_synthetic_1(row)
+
+
 def test_shape_codeforces_uses_the_trace_as_reference_and_drops_long_rows():
     row = {"messages": _chat("Problem", "<think>idea</think>\ncode")}
     assert shape_codeforces(row) == ReferenceSample(
-        "Problem", "<think>idea</think>\ncode", REASONING_SYSTEM_PROMPT
+        "Problem", "<think>idea</think>\ncode", REASONING_SYSTEM_PROMPT, drop_if_longer=True
     )
     with pytest.raises(ValueError, match="longer than"):
         shape_codeforces(row, max_chars=10)
@@ -352,3 +363,23 @@ def test_synthetic_qa_gives_question_answer_pairs():
     assert all(isinstance(s, ReferenceSample) and s.prompt and s.reference for s in samples)
     again = load_task_samples("synthetic_qa", seed=3, count=5, config=DataConfig(offline=True))
     assert samples == again
+
+
+def test_codeforces_samples_are_dropped_when_too_long_not_cut():
+    sample = shape_codeforces({"messages": _chat("Q", "A trace")})
+    assert sample.drop_if_longer
+    other = shape_synthetic_1(
+        {"task_type": "verifiable_math", "messages": _chat("Q", "<think>x</think> \\boxed{4}")}
+    )
+    assert not other.drop_if_longer
+
+
+def test_absurd_split_size_from_the_server_does_not_crash_the_loader(web):
+    # 10**400 rows: a float page count would overflow; the pages are then simply empty.
+    size = '{"size": {"splits": [{"config": "default", "split": "train", "num_rows": 1%s}]}}'
+    web.garbage_next((size % ("0" * 400)).encode())
+    options = {"dataset_id": "org/mmlu", "example_prefix": False}
+    samples = load_task_samples(
+        "synthetic_mmlu", seed=1, count=5, options=options, config=_online(web)
+    )
+    assert samples == []

@@ -265,3 +265,62 @@ def test_prefix_sharing_turns_itself_off_when_the_cache_cannot_be_shared(models,
     assert not engine._prefix.enabled
     off = BatchedEngine(model, share_prefixes=False)
     _assert_losses_match(off.loss(losses), NaiveEngine(model).loss(losses))
+
+
+@pytest.mark.parametrize("pad", [10**6, -5])
+def test_out_of_vocab_pad_id_from_the_config_is_not_used(tiny_model_dir, pad):
+    # config.json is miner data: a pad id outside the embedding would make every padded
+    # batch raise (and trigger a device-side assert on CUDA), though the model is fine.
+    model = _load(tiny_model_dir)
+    model.config.pad_token_id = pad
+    seqs = _sequences(model.config.vocab_size, seed=17)[:6]
+    engine = BatchedEngine(model, batch_tokens=640)
+    naive = NaiveEngine(model)
+    _assert_losses_match(engine.loss(_loss_requests(seqs)), naive.loss(_loss_requests(seqs)))
+    gens = _generation_requests(seqs)
+    assert engine.generate(gens) == naive.generate(gens)
+
+
+def test_prefix_probe_interrupted_by_out_of_memory_is_run_again(models, monkeypatch):
+    from transformers import DynamicCache
+
+    model = models["llama"]
+    engine = BatchedEngine(model, batch_tokens=2000)
+    real = engine._prefix.right_padded
+
+    def oom(seqs, prefix):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(engine._prefix, "right_padded", oom)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        engine._prefix._check()
+    monkeypatch.setattr(engine._prefix, "right_padded", real)
+    # The probe never finished: sharing must not be trusted unchecked. A broken cache is
+    # then caught by the probe that runs on the next batch.
+    monkeypatch.setattr(DynamicCache, "batch_repeat_interleave", lambda self, repeats: None)
+    seqs, prefix = _prefixed(model.config.vocab_size, seed=13)
+    losses = [LossRequest(s, score_from=prefix + 1) for s in seqs]
+    _assert_losses_match(engine.loss(losses), NaiveEngine(model).loss(losses))
+    assert not engine._prefix.enabled
+
+
+def test_split_probe_interrupted_by_out_of_memory_is_run_again(tiny_model_dir, monkeypatch):
+    model = _load(tiny_model_dir)
+    model.config.final_logit_softcapping = 0.5  # the split head now disagrees with the model
+    engine = BatchedEngine(model)
+    real = model.forward
+    calls = {"n": 0}
+
+    def forward(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", forward)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        engine._split._check()
+    seqs = _sequences(model.config.vocab_size, seed=7)[:3]
+    requests = _loss_requests(seqs)
+    _assert_losses_match(engine.loss(requests), NaiveEngine(model).loss(requests))
+    assert engine._split.fallback

@@ -305,3 +305,17 @@ def test_unknown_method_lists_the_known_ones():
 def test_wrong_sample_type_is_a_config_error(ctx):
     with pytest.raises(ConfigError, match="ReferenceSample"):
         reference_loss.run(RecordingEngine(), [TextSample("x")], spec(Method.REFERENCE_LOSS), ctx)
+
+
+def test_samples_marked_drop_if_longer_are_dropped_not_cut(ctx, tokenizer):
+    # CODEFORCES_COTS (SPEC §7): rows longer than the sequence length are dropped.
+    long_ref = "one two three " * 100
+    samples = [
+        ReferenceSample("q", long_ref, drop_if_longer=True),
+        ReferenceSample("Sort: b a", "a b", drop_if_longer=True),
+        ReferenceSample("q", long_ref),  # not marked: cut to fit, as before
+    ]
+    requests = reference_loss.build_requests(samples, ctx)
+    assert len(requests) == 2
+    assert requests[0].token_ids[requests[0].score_from :] == tuple(encode(tokenizer, "a b"))
+    assert len(requests[1].token_ids) == 64

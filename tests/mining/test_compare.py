@@ -149,3 +149,46 @@ def test_run_miner_trains_and_uploads_when_no_one_competes(tmp_path, tiny_model_
     assert json.loads((tmp_path / "out" / "comparison.json").read_text())["upload"] is True
     committed = decode_commitment(chain.read_commitment(wallet.hotkey.ss58_address)[0])
     assert committed == report.upload.model_id and committed.competition_id == LOCAL_INSTRUCT.id
+
+
+class _CountingStore:
+    def __init__(self, inner):
+        self.inner, self.downloads = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def download(self, repo_id, revision, dest_dir):
+        self.downloads += 1
+        return self.inner.download(repo_id, revision, dest_dir)
+
+
+def _stored_candidate(tmp_path, tiny_model_dir, hotkey="5Incumbent"):
+    from finetune.storage import content_hash, secure_hash
+
+    store = _CountingStore(DirModelStore(tmp_path / "hub"))
+    revision = store.upload(tiny_model_dir, "someone/base", private=False)
+    good = secure_hash(content_hash(tiny_model_dir), hotkey)
+    model_id = ModelId("someone", "base", revision, good, WORD_SORTING.id)
+    return store, Candidate(1, hotkey, model_id, 10, 1.0)
+
+
+def test_incumbent_over_the_size_limit_is_never_downloaded(tmp_path, tiny_model_dir):
+    from finetune.mining.compare import score_candidate
+
+    store, candidate = _stored_candidate(tmp_path, tiny_model_dir)
+    small = WORD_SORTING.model_copy(
+        update={"constraints": WORD_SORTING.constraints.model_copy(update={"max_bytes": 1000})}
+    )
+    scored = score_candidate(candidate, small, None, store=store, device="cpu", batch_tokens=64)
+    assert scored.score == math.inf and scored.detail.startswith("too_large")
+    assert store.downloads == 0
+
+
+def test_incumbent_whose_hash_is_not_bound_to_its_hotkey_does_not_count(tmp_path, tiny_model_dir):
+    from finetune.mining.compare import score_candidate
+
+    store, candidate = _stored_candidate(tmp_path, tiny_model_dir, hotkey="5Original")
+    copied = Candidate(2, "5Copier", candidate.model_id, 20, 1.0)  # someone else's commitment
+    scored = score_candidate(copied, WORD_SORTING, None, store=store, device="cpu", batch_tokens=64)
+    assert scored.score == math.inf and scored.detail.startswith("hash_mismatch")

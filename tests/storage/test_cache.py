@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import namedtuple
+from pathlib import Path
 
 import pytest
 
@@ -133,4 +134,51 @@ def test_cleanup_removes_stale_staging(tmp_path):
     cache.cleanup({}, now=staging.stat().st_mtime + 10)
     assert staging.exists()
     cache.cleanup({}, now=staging.stat().st_mtime + 61)
+    assert not staging.exists()
+
+
+def test_fetch_survives_cleanup_removing_the_empty_hotkey_folder(tmp_path, uploaded, monkeypatch):
+    # The cleanup thread may rmdir an empty hotkey folder between fetch's mkdir and rename.
+    import finetune.storage.cache as cache_module
+
+    store, sha, _ = uploaded
+    cache = _cache(tmp_path)
+    real_rename, calls = cache_module.os.rename, []
+
+    def rename_after_cleanup(src, dst):
+        calls.append(dst)
+        if len(calls) == 1:
+            for leftover in Path(dst).parent.iterdir():  # what cleanup would do: empty it...
+                leftover.unlink()
+            Path(dst).parent.rmdir()  # ...and remove it
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(cache_module.os, "rename", rename_after_cleanup)
+    path = cache.fetch(store, HK, REPO, sha)
+    assert path.is_dir() and (path / "model.safetensors").is_file()
+    assert cache.last_used(HK, sha) == 1000.0
+
+
+def test_cleanup_tolerates_staging_that_vanishes(tmp_path):
+    cache = _cache(tmp_path)
+    tmp_root = tmp_path / "cache" / ".tmp"
+    tmp_root.mkdir(parents=True)
+    (tmp_root / "gone").symlink_to(tmp_path / "removed-by-fetch")  # stat() finds nothing
+    cache.cleanup({}, now=10**10)
+
+
+def test_cleanup_spares_a_download_still_writing(tmp_path):
+    import os
+
+    cache = _cache(tmp_path)
+    staging = tmp_path / "cache" / ".tmp" / "active"
+    (staging / "model").mkdir(parents=True)
+    part = staging / "model" / "model.safetensors"
+    part.write_bytes(b"growing")
+    os.utime(staging, (1000.0, 1000.0))  # the folder itself was made long ago...
+    os.utime(staging / "model", (1000.0, 1000.0))
+    os.utime(part, (5000.0, 5000.0))  # ...but a file in it is still being written
+    cache.cleanup({}, now=5030.0)
+    assert part.exists()
+    cache.cleanup({}, now=5061.0)
     assert not staging.exists()

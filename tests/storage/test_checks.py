@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 
@@ -200,3 +201,36 @@ def test_approved_base_families(arch, approved, tiny_model_dirs):
         check_model_dir(tiny_model_dirs[arch], constraints)
     else:
         assert _reason(check_model_dir, tiny_model_dirs[arch], constraints) == "unapproved_family"
+
+
+def _raw_header_file(text: bytes) -> bytes:
+    return struct.pack("<Q", len(text)) + text
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b'{"a": ' + b"1" * 5000 + b"}",  # int over Python's digit limit: ValueError, not JSON error
+        b"[" * 100_000 + b"]" * 100_000,  # nesting deep enough for RecursionError
+    ],
+)
+def test_hostile_safetensors_header_is_rejected_not_raised(model, header):
+    (model / "model.safetensors").write_bytes(_raw_header_file(header))
+    assert _reason(check_model_dir, model, make_constraints()) == "corrupt_safetensors"
+
+
+def test_metadata_the_safetensors_library_refuses_is_rejected_not_raised(model):
+    # Our parser and the library must agree: a non-string metadata value makes safe_open
+    # raise its own error, which must become a rejection, never escape the checks.
+    tensor = {"dtype": "F32", "shape": [1, 1], "data_offsets": [0, 4]}
+    header = {"__metadata__": {"format": 1}, "model.layers.0.mlp.up_proj.weight": tensor}
+    (model / "model.safetensors").write_bytes(raw_safetensors(header, bytes(4)))
+    assert _reason(check_model_dir, model, make_constraints(min_params=0)) == "corrupt_safetensors"
+
+
+@pytest.mark.parametrize(
+    "text", ['{"vocab_size": ' + "9" * 5000 + "}", "[" * 100_000 + "]" * 100_000]
+)
+def test_hostile_config_is_bad_config_not_a_crash(model, text):
+    (model / "config.json").write_text(text)
+    assert _reason(check_model_dir, model, make_constraints()) == "bad_config"

@@ -118,3 +118,29 @@ def test_unknown_layout_is_rejected(tmp_path):
     with pytest.raises(ModelRejected) as err:
         check_weight_norms(tmp_path, NormLimits())
     assert err.value.reason == "weight_norms"
+
+
+def test_a_file_the_safetensors_library_refuses_is_a_rejection(tmp_path):
+    from tests.storage.conftest import raw_safetensors
+
+    tensor = {"dtype": "F32", "shape": [1, 1], "data_offsets": [0, 4]}
+    header = {"__metadata__": {"format": 1}, "model.layers.0.mlp.up_proj.weight": tensor}
+    (tmp_path / "model.safetensors").write_bytes(raw_safetensors(header, bytes(4)))
+    with pytest.raises(ModelRejected) as err:
+        check_weight_norms(tmp_path, NormLimits())
+    assert err.value.reason == "corrupt_safetensors"
+
+
+def test_an_extra_tensor_cannot_stand_in_for_a_real_projection(tiny_model_dirs, tmp_path):
+    # Unused tensors that map to the same (layer, type) come later in key order; they must not
+    # replace the norm of the weight the model really loads.
+    model = copy_model(tiny_model_dirs["llama"], tmp_path / "decoy")
+    tensors, _ = _projection_names(model)
+    real = "model.layers.0.self_attn.q_proj.weight"
+    tensors[real] = tensors[real] * 1e4
+    tensors["zzz.layers.0.self_attn.q_proj.weight"] = torch.zeros(2, 2)
+    tensors["model.layers.0.self_attn.q_proj.weight_decoy"] = torch.zeros(2, 2)
+    _rewrite(model, tensors)
+    assert projection_type("model.layers.0.self_attn.q_proj.weight_decoy") is None
+    with pytest.raises(ModelRejected, match="hard limit"):
+        check_weight_norms(model, NormLimits())

@@ -29,3 +29,7 @@ def rejected_job(model_dir, competition, task_data, options):
     from finetune.errors import ModelRejected
 
     raise ModelRejected("no safetensors", reason="unsafe_files")
+
+
+def negative_job(model_dir, competition, task_data, options):
+    return {"total": -0.5, "tasks": {}, "dropped": {}}

@@ -16,7 +16,7 @@ def test_result_comes_back():
 @pytest.mark.parametrize(
     ("job", "reason"),
     [(jobs.nan_job, "nan"), (jobs.crash_job, "crashed"), (jobs.oom_job, "out_of_memory"),
-     (jobs.rejected_job, "unsafe_files")],
+     (jobs.rejected_job, "unsafe_files"), (jobs.negative_job, "negative_score")],
 )
 def test_failures_become_infinite_scores(job, reason):
     outcome = run_isolated("/m", None, None, deadline_s=60, job=job)

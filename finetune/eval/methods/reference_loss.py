@@ -2,25 +2,42 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from finetune.competition import EvalTaskSpec
 from finetune.datasets.samples import ReferenceSample
 from finetune.eval.methods.base import check_samples, mean_of_means
-from finetune.eval.prompting import PromptContext, reference_ids
+from finetune.eval.prompting import PromptContext, reference_fits, reference_ids
 from finetune.eval.requests import Engine, LossRequest, LossResult, ProgressCallback
+
+logger = logging.getLogger(__name__)
 
 
 def build_requests(samples: Sequence[ReferenceSample], ctx: PromptContext) -> list[LossRequest]:
     """One loss request per sample, scoring only the reference tokens.
 
+    A sample marked `drop_if_longer` that does not fit the sequence length is left out; the
+    others are cut to fit (see `reference_ids`).
+
     Raises:
         ValueError: a reference encodes to no tokens.
     """
     requests = []
+    dropped = 0
     for s in samples:
+        if s.drop_if_longer and not reference_fits(ctx, s.prompt, s.reference, system=s.system):
+            dropped += 1
+            continue
         ids, score_from = reference_ids(ctx, s.prompt, s.reference, system=s.system)
         requests.append(LossRequest(token_ids=ids, score_from=score_from))
+    if dropped:
+        logger.info(
+            "%d of %d samples dropped: longer than %d tokens",
+            dropped,
+            len(samples),
+            ctx.sequence_length,
+        )
     return requests
 
 
