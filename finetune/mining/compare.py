@@ -303,6 +303,12 @@ def _upload_clients(settings: MinerSettings) -> tuple[object, ChainClient, Model
     return wallet, chain, open_store(settings.hub)
 
 
+def _is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def run_miner(settings: MinerSettings) -> MineReport:
     """Train for a competition, then (with ``--upload-if-better``) compare and upload.
 
@@ -333,8 +339,8 @@ def run_miner(settings: MinerSettings) -> MineReport:
         settings.model, competition, examples, task_data,
         train_options(settings, device), tokenizer=tokenizer,
     )  # fmt: skip
-    if clients is None:
-        return MineReport(report)
+    if clients is None or not _is_main_process():
+        return MineReport(report)  # under torchrun only rank 0 compares and uploads
     wallet, chain, store = clients
     comparison = compare_with_chain(
         report.best_dir, competition, task_data, chain=chain, store=store, device=device,

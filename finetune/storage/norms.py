@@ -22,6 +22,14 @@ from finetune.errors import ModelRejected
 
 _LAYER_WEIGHT = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.(.+)\.weight$")
 _NOT_PROJECTION = re.compile(r"(?:^|[._])(?:norm|ln|layernorm|embed)", re.IGNORECASE)
+# The soft rule averages over projection types, so only the projection names that real decoder
+# layouts use count as types there; an invented one (an unused extra tensor per layer) would
+# otherwise dilute the mean. Every layer weight still counts for the hard limit.
+SOFT_RULE_PROJECTIONS = frozenset({
+    "q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", "up_proj", "down_proj",
+    "gate_up_proj", "query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h", "fc1", "fc2",
+    "out_proj", "c_attn", "c_proj", "c_fc", "query", "key", "value",
+})  # fmt: skip
 _ROWS_PER_CHUNK = 1024  # bounds the float32 copy of a bf16 matrix while summing squares
 
 
@@ -96,13 +104,19 @@ def measure_weight_norms(model_dir: str | Path) -> dict[str, dict[int, float]]:
 def summarize_norms(norms: dict[str, dict[int, float]], limits: NormLimits) -> NormReport:
     """Reduce measured norms to the figures the rule compares with its limits."""
     max_norm, max_name = -1.0, ""
-    fractions = {}
+    soft: dict[str, dict[int, float]] = defaultdict(dict)
     for kind, by_layer in sorted(norms.items()):
+        key = kind.rsplit(".", 1)[-1]
         for layer, norm in sorted(by_layer.items()):
             if not norm <= max_norm:  # NaN-safe: anything not below the best replaces it
                 max_norm, max_name = norm, f"layer {layer} {kind}"
-        over = sum(1 for norm in by_layer.values() if not norm <= limits.soft_limit)
-        fractions[kind] = over / len(by_layer)
+            if key in SOFT_RULE_PROJECTIONS:
+                previous = soft[key].get(layer, -math.inf)
+                soft[key][layer] = norm if not norm <= previous else previous
+    fractions = {
+        key: sum(1 for norm in by_layer.values() if not norm <= limits.soft_limit) / len(by_layer)
+        for key, by_layer in soft.items()
+    }
     return NormReport(
         tensors_checked=sum(len(v) for v in norms.values()),
         max_norm=max_norm,

@@ -32,3 +32,7 @@ class StoreFetcher:
         digest = verify_hashes(model_dir, hotkey, model_id.secure_hash)
         check_model_dir(model_dir, constraints)
         return digest
+
+    def mark_used(self, hotkey: str, revision: str) -> None:
+        """Restart the model's cleanup grace period: it is about to be evaluated."""
+        self.cache.touch(hotkey, revision)

@@ -199,6 +199,12 @@ class Validator:
 
     def _evaluate_model(self, model: TrackedModel, competition: Competition, task_data) -> WorkerOutcome:
         options = {"device": self.config.device, "batch_tokens": self.config.batch_tokens}
+        try:
+            # A model in a round must outlive the cleanup thread's grace period, even when
+            # its miner has since committed a newer revision.
+            self.fetcher.mark_used(model.hotkey, model.revision)
+        except (FinetuneError, OSError) as exc:
+            logger.warning("could not mark %s in use: %s", model.local_path, exc)
         return self.evaluate(model.local_path, competition, task_data, deadline_s=self.config.model_deadline_s,
                              options=options, should_abort=self.stop_event.is_set)
 

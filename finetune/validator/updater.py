@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 # Reasons that may clear up on their own: the uid is checked again at its next turn.
 TRANSIENT_REASONS = frozenset(
-    {"eval_delay", "repo_not_found", "disk_low", "storage", "download_failed", "chain"}
+    {"eval_delay", "repo_not_found", "disk_low", "storage", "download_failed", "chain", "check_failed"}
 )
 
 
@@ -32,6 +32,8 @@ class ModelFetcher(Protocol):
     def fetch(self, hotkey: str, model_id: ModelId) -> str: ...
 
     def verify(self, model_dir: str, hotkey: str, model_id: ModelId, constraints) -> str: ...
+
+    def mark_used(self, hotkey: str, revision: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,10 @@ def check_neuron(
         return _tracked(neuron, status="rejected", reason="download_failed", detail=str(exc)[:300], **base)
     except FinetuneError as exc:
         return _tracked(neuron, status="rejected", reason=exc.reason, detail=str(exc)[:300], **base)
+    except Exception as exc:  # noqa: BLE001 - the per-miner boundary: record it, check the next uid
+        logger.exception("unexpected error checking uid %d", neuron.uid)
+        return _tracked(neuron, status="rejected", reason="check_failed",
+                        detail=f"{type(exc).__name__}: {exc}"[:300], **base)
     return _tracked(neuron, status="ready", local_path=model_dir, content_hash=content_hash, **base)
 
 

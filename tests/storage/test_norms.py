@@ -56,11 +56,11 @@ def test_frobenius_norm_matches_torch():
 
 def test_soft_rule_is_a_mean_over_projection_types():
     limits = NormLimits()
-    kinds = ["q", "k", "v", "o", "gate", "up", "down"]
+    kinds = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     norms = {k: {0: 10.0, 1: 10.0} for k in kinds}
-    norms["q"] = {0: 500.0, 1: 500.0}  # 1 type of 7 fully over soft: mean 1/7 < 0.15
+    norms["q_proj"] = {0: 500.0, 1: 500.0}  # 1 type of 7 fully over soft: mean 1/7 < 0.15
     assert summarize_norms(norms, limits).mean_fraction_over_soft == pytest.approx(1 / 7)
-    norms["k"] = {0: 500.0, 1: 10.0}  # + half of another: (1 + 0.5) / 7 > 0.15
+    norms["k_proj"] = {0: 500.0, 1: 10.0}  # + half of another: (1 + 0.5) / 7 > 0.15
     report = summarize_norms(norms, limits)
     assert report.mean_fraction_over_soft == pytest.approx(1.5 / 7)
     assert report.max_norm == 500.0 and report.tensors_checked == 14
@@ -105,7 +105,7 @@ def test_soft_limit_on_a_tiny_model(tiny_model_dirs, tmp_path):
 
     scale_kind("self_attn.q_proj", 500.0)  # 1 of 7 types over soft in every layer: passes
     report = check_weight_norms(model, NormLimits())
-    assert report.fraction_over_soft["self_attn.q_proj"] == 1.0
+    assert report.fraction_over_soft["q_proj"] == 1.0
     scale_kind("mlp.up_proj", 500.0)  # 2 of 7: mean 0.29 > 0.15
     with pytest.raises(ModelRejected, match="soft") as err:
         check_weight_norms(model, NormLimits())
@@ -144,3 +144,21 @@ def test_an_extra_tensor_cannot_stand_in_for_a_real_projection(tiny_model_dirs, 
     assert projection_type("model.layers.0.self_attn.q_proj.weight_decoy") is None
     with pytest.raises(ModelRejected, match="hard limit"):
         check_weight_norms(model, NormLimits())
+
+
+def test_invented_projection_types_cannot_dilute_the_soft_rule():
+    from finetune.competition import NormLimits
+    from finetune.storage.norms import summarize_norms
+
+    real = {f"self_attn.{p}": {0: 1.0, 1: 1.0} for p in ("o_proj", "v_proj")}
+    real |= {f"mlp.{p}": {0: 1.0, 1: 1.0} for p in ("gate_proj", "up_proj", "down_proj")}
+    real |= {"self_attn.q_proj": {0: 300.0, 1: 300.0}, "self_attn.k_proj": {0: 300.0, 1: 300.0}}
+    decoys = {f"junk{i}_proj": {0: 1.0, 1: 1.0} for i in range(10)}
+    limits = NormLimits()
+    honest = summarize_norms(real, limits)
+    padded = summarize_norms(real | decoys, limits)
+    assert honest.mean_fraction_over_soft == pytest.approx(2 / 7)
+    assert padded.mean_fraction_over_soft == pytest.approx(2 / 7)
+    # A decoy still counts for the hard limit.
+    loud = summarize_norms(real | {"junk_proj": {0: 5000.0}}, limits)
+    assert loud.max_norm == 5000.0

@@ -150,3 +150,30 @@ def test_deregistered_hotkeys_are_forgotten_at_the_next_sync(tmp_path, tiny_mode
     validator.rounds_step()
     assert "leave" not in validator.state.models
     assert set(validator.state.competition(REASONING).ema) == {"stay"}
+
+
+def test_a_model_in_a_round_is_spared_by_cleanup(tmp_path, tiny_model_dir):
+    import time
+
+    chain, store = make_subnet(tmp_path, ["m"])
+    publish_model(chain, store, tiny_model_dir, hotkey="m", repo_id="m/model", competition_id=REASONING)
+    chain.advance(5)
+    seen = {}
+
+    def evaluate(model_dir, competition, task_data, **kwargs):
+        # The cleanup thread runs now, with the model no longer referenced (its miner has just
+        # committed another revision, say): only the use mark of this evaluation protects it.
+        seen["deleted"] = validator.fetcher.cache.cleanup({}, now=time.time())
+        return scored_by_repo({"*": 1.0})(model_dir, competition, task_data, **kwargs)
+
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=evaluate)
+    fetch = validator.fetcher.fetch
+
+    def fetched_long_ago(hotkey, model_id):
+        path = fetch(hotkey, model_id)
+        validator.fetcher.cache._marker(hotkey, model_id.commit).write_text("1000.0\n")
+        return path
+
+    validator.fetcher.fetch = fetched_long_ago
+    validator.run_once()
+    assert seen["deleted"] == []
