@@ -59,6 +59,7 @@ INCOMPATIBLE_KINDS = frozenset(
     for pair in (
         (WORDS_AT_MOST, WORDS_AT_LEAST),  # at most 25 vs at least 45 contradicts
         (WORDS_AT_MOST, SENTENCES_AT_LEAST),  # several sentences in 25 words is cramped
+        (WORDS_AT_MOST, SENTENCES_AT_MOST),  # SPEC §7: at-most-words excludes sentence limits
         (WORDS_AT_MOST, BULLETS_EXACTLY),  # bullet markup eats a small word budget
         (WORDS_AT_MOST, CLOSING_PHRASE),  # so does a fixed closing phrase
         (WORDS_AT_LEAST, SENTENCES_AT_MOST),  # 45 words in one sentence is unnatural

@@ -30,8 +30,8 @@ QA = [
     ("What is 2 + 2?", "4"),
     ("Which planet is largest?", "Jupiter is the largest planet in the solar system."),
 ]
-GOLDEN_V2 = "430d3847f880cebac8bd3c69b42834e0c73167aadd3445083a351582cdbfb77d"
-GOLDEN_V1 = "253b2a2bfb9bb9f6eafbb7613e26cbf8dd495772966844b00a86b2f8a3744bcf"
+GOLDEN_V2 = "85948aa23d4a76f5328ceddd17eb0584785a67d9645d9ff63b735670cd9f5e87"
+GOLDEN_V1 = "219e9cb2bf5066aa68d5aea93d4e1e330544e7bb47faeab3acad31505339e1be"
 
 
 def _fingerprint(samples) -> str:
