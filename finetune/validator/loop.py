@@ -359,6 +359,7 @@ class Validator:
                     ran = 0
                 self._heartbeat()
                 if self.config.max_rounds is not None and self.rounds_done >= self.config.max_rounds:
+                    self.set_weights_once()  # a bounded run still leaves its weights on chain
                     break
                 if not ran:
                     self.stop_event.wait(self.config.idle_s)

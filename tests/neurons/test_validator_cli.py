@@ -48,3 +48,33 @@ def test_bad_values_are_each_reported_on_one_line(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert [line.split(":")[1].strip() for line in lines] == ["--netuid", "--batch-tokens"]
     assert all(line.startswith("error: ") for line in lines)
+
+
+def test_daemon_runs_a_round_on_a_local_subnet_and_exits_cleanly(tmp_path, tiny_model_dir):
+    """The whole wiring of build.py: devnet chain, directory hub, threads, worker processes."""
+    import json
+
+    from finetune.chain import DevnetChain
+    from finetune.storage import DirModelStore
+    from tests.validator.helpers import publish_model
+
+    chain = DevnetChain(tmp_path / "devnet.sqlite", netuid=1, block_time_s=3600.0, commit_rate_limit=0)
+    store = DirModelStore(tmp_path / "hub")
+    for hotkey in ("vali", "miner"):
+        chain.register(hotkey, stake=10.0, validator_permit=hotkey == "vali")
+    publish_model(chain, store, tiny_model_dir, hotkey="miner", repo_id="m/tiny", competition_id=102)
+    chain.advance(5)
+    state = tmp_path / "state.json"
+    result = _run(
+        "--chain", f"devnet:{tmp_path / 'devnet.sqlite'}", "--hub", f"dir:{tmp_path / 'hub'}",
+        "--netuid", "1", "--schedule", "local", "--offline", "--device", "cpu", "--max-rounds", "1",
+        "--max-samples", "2", "--min-free-gb", "0", "--model-dir", str(tmp_path / "models"),
+        "--state-path", str(state), "--heartbeat-path", str(tmp_path / "beat"),
+        "--intervals.idle-s", "0.5", tmp_path=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = json.loads(state.read_text())
+    assert saved["models"]["miner"]["status"] == "ready"
+    assert saved["competitions"]["102"]["last_window"] >= 0
+    assert len(saved["competitions"]["102"]["history"]["miner"]) == 1
+    assert (tmp_path / "beat").exists()

@@ -177,3 +177,14 @@ def test_a_model_in_a_round_is_spared_by_cleanup(tmp_path, tiny_model_dir):
     validator.fetcher.fetch = fetched_long_ago
     validator.run_once()
     assert seen["deleted"] == []
+
+
+def test_daemon_with_max_rounds_sets_its_weights_before_exiting(tmp_path, tiny_model_dir):
+    chain, store = make_subnet(tmp_path, ["m"])
+    publish_model(chain, store, tiny_model_dir, hotkey="m", repo_id="m/model", competition_id=REASONING)
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=scored_by_repo({"*": 1.0}), max_rounds=1,
+                               weights_s=3600, weights_retry_s=3600, metagraph_sync_s=3600)
+    assert validator.run() == 0
+    uid = chain.metagraph().by_hotkey("m").uid
+    assert chain.validator_weights()[0] == {uid: 1.0}
