@@ -39,7 +39,6 @@ from finetune.mining.sft_data import encode_pairs, load_pairs, task_pairs
 from finetune.mining.train import TrainOptions, TrainReport, train_model
 from finetune.mining.upload import (
     UploadReport,
-    load_wallet,
     require_hf_token,
     require_registered,
     upload_model,
@@ -297,7 +296,7 @@ def _upload_clients(settings: MinerSettings) -> tuple[object, ChainClient, Model
     validate_repo_id(settings.repo)
     if settings.hub == "hf":
         require_hf_token()
-    wallet = load_wallet(settings.wallet.name, settings.wallet.hotkey, settings.wallet.path)
+    wallet = settings.wallet.load()
     chain = open_chain(settings.chain, netuid=settings.netuid, timeout_s=settings.chain_timeout_s)
     require_registered(chain, hotkey_address(wallet))
     return wallet, chain, open_store(settings.hub)

@@ -265,7 +265,7 @@ def run_upload(settings: UploadSettings) -> UploadReport:
     """
     if settings.hub == "hf":
         require_hf_token()
-    wallet = load_wallet(settings.wallet.name, settings.wallet.hotkey, settings.wallet.path)
+    wallet = settings.wallet.load()
     chain = open_chain(settings.chain, netuid=settings.netuid, timeout_s=settings.chain_timeout_s)
     competition = competitions.get_competition(
         settings.competition,
@@ -282,30 +282,12 @@ def run_upload(settings: UploadSettings) -> UploadReport:
     )
 
 
-def load_wallet(name: str, hotkey: str, path: str | Path) -> Any:
-    """The bittensor wallet whose hotkey signs commitments (keys are read lazily).
-
-    Raises:
-        ConfigError: the hotkey file does not exist.
-    """
-    import bittensor as bt
-
-    wallet = bt.Wallet(name=name, hotkey=hotkey, path=str(Path(path).expanduser()))
-    hotkey_file = Path(path).expanduser() / name / "hotkeys" / hotkey
-    if not hotkey_file.is_file():
-        raise ConfigError(
-            f"no hotkey {hotkey!r} in wallet {name!r} under {path} (looked for {hotkey_file})"
-        )
-    return wallet
-
-
 __all__ = [
     "SECONDS_PER_BLOCK",
     "UploadReport",
     "check_local_model",
     "describe_error",
     "has_hf_token",
-    "load_wallet",
     "local_revision",
     "require_hf_token",
     "require_registered",

@@ -58,7 +58,7 @@ def test_uploads_and_commits(cli, tiny_model_dir, tmp_path, wallet_dir, capsys):
     ("case", "expected"),
     [
         ("unregistered", "is not registered on subnet 1"),
-        ("no_wallet", "no hotkey 'nobody'"),
+        ("no_wallet", "hotkeys/nobody"),
         ("long_repo", "at most 38 characters"),
         ("no_devnet", "does not exist"),
     ],
