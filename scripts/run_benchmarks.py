@@ -157,8 +157,27 @@ def run(args: argparse.Namespace) -> dict:
             report["long_reference_loss_memory"] = bench_long(
                 device, long_dtype, args.long_seq, Path(tmp)
             )
+    report["competition_totals"] = competition_totals(report["methods"])
     report["load_avg_after"] = os.getloadavg()[0]
     return report
+
+
+# The methods a whole competition round runs (INSTRUCT_8B / B7_MULTICHOICE: generated-letter
+# multiple choice, word-sorting reference loss, FineWeb text loss, IF-eval).
+INSTRUCT_METHODS = ("multiple_choice", "reference_loss", "text_loss", "if_eval")
+
+
+def competition_totals(methods: dict) -> dict:
+    """Summed times of a competition's methods: the speedup of a full evaluation."""
+    totals = {}
+    for name, wanted in (("instruct_competition", INSTRUCT_METHODS), ("all_methods", tuple(methods))):
+        if not all(m in methods for m in wanted):
+            continue
+        engine = sum(methods[m]["engine_s"] for m in wanted)
+        naive = sum(methods[m]["naive_s"] for m in wanted)
+        totals[name] = {"methods": list(wanted), "engine_s": engine, "naive_s": naive,
+                        "speedup": naive / engine if engine > 0 else None}
+    return totals
 
 
 def _match_text(result: dict) -> str:
@@ -201,7 +220,11 @@ def print_table(report: dict) -> None:
             mb(r["peak_mem_mb"]["naive"]),
             _match_text(r),
         )
-    Console(width=max(140, Console().width)).print(table)
+    console = Console(width=max(140, Console().width))
+    console.print(table)
+    for name, total in report.get("competition_totals", {}).items():
+        console.print(f"{name}: engine {total['engine_s']:.2f}s, naive {total['naive_s']:.2f}s, "
+                      f"speedup {total['speedup']:.1f}x ({', '.join(total['methods'])})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,10 @@ def test_quick_run_writes_matching_scores(bench, tmp_path, capsys):
         assert result["speedup"] == pytest.approx(result["naive_s"] / result["engine_s"])
         assert set(result["peak_mem_mb"]) == {"engine", "naive"}
         assert set(result["tokens_per_s"]) == {"engine", "naive"}
+    total = report["competition_totals"]["instruct_competition"]
+    parts = [report["methods"][m] for m in total["methods"]]
+    assert total["engine_s"] == pytest.approx(sum(p["engine_s"] for p in parts))
+    assert total["naive_s"] == pytest.approx(sum(p["naive_s"] for p in parts))
     assert "engine vs naive" in capsys.readouterr().out
 
 
