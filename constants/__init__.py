@@ -41,7 +41,7 @@ WEIGHTS_RETRY_S = 5 * 60  # after a failed set_weights, try again this soon
 METAGRAPH_SYNC_S = 20 * 60  # refresh the metagraph this often
 UID_CHECK_INTERVAL_S = 20 * 60  # check one uid's commitment at most this often
 MODEL_CLEANUP_INTERVAL_S = 30 * 60  # how often unreferenced model snapshots are looked for
-MODEL_CLEANUP_GRACE_S = 60 * 60  # an unreferenced snapshot is kept this long before deletion
+MODEL_CLEANUP_GRACE_S = 6 * 60 * 60  # an unreferenced snapshot is kept this long before deletion
 CHAIN_CALL_TIMEOUT_S = 60  # every chain call is interrupted after this long
 HTTP_TIMEOUT_S = 30  # every HTTP call (Hub API, datasets-server) has this timeout
 

@@ -20,7 +20,7 @@ from finetune.competition import ModelConstraints  # noqa: E402
 from finetune.datasets import DataConfig  # noqa: E402
 from finetune.errors import FinetuneError  # noqa: E402
 from finetune.eval import ModelEvaluation, evaluate_model, prepare_task_data  # noqa: E402
-from finetune.storage import model_dir_violations  # noqa: E402
+from finetune.storage import RevisionInfo, model_dir_violations  # noqa: E402
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -44,10 +44,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _violations(model_dir: Path, constraints: ModelConstraints) -> list[str]:
     """Every constraint the directory breaks, as ``"reason: message"``.
 
-    The validator checks the revision's size before downloading; here the local files are it.
+    The validator checks the revision's size before downloading; here it is the size of the
+    files an upload would push.
     """
     found = model_dir_violations(model_dir, constraints)
-    size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+    size = RevisionInfo.of_folder(model_dir).total_bytes
     if size > constraints.max_bytes:
         found.insert(0, f"too_large: {size:,} bytes, over the {constraints.max_bytes:,} byte limit")
     return found

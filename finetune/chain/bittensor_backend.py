@@ -22,6 +22,7 @@ import bittensor as bt
 from bittensor.result import BittensorError, ConnectionNotReady, ErrorCode, RpcConnectionError
 
 from finetune.chain.client import MetagraphSnapshot, NeuronInfo, call_with_deadline
+from finetune.chain.model_id import commitment_text
 from finetune.errors import (
     ChainError,
     ChainTimeout,
@@ -135,7 +136,7 @@ class BittensorChain:
                     hotkey=neuron.hotkey,
                     stake=float(neuron.total_stake.alpha),
                     validator_permit=bool(neuron.validator_permit),
-                    commitment=data,
+                    commitment=commitment_text(data),
                     commitment_block=commitment.block if data is not None else None,
                 )
             )
@@ -175,7 +176,7 @@ class BittensorChain:
         )
         if found is None or not found.data:
             return None
-        return found.data, int(found.block)
+        return commitment_text(found.data), int(found.block)
 
     def set_weights(self, wallet: Any, weights: Mapping[int, float], *, version_key: int) -> None:
         """Set this validator's weights (the SDK clips, normalises and quantises them).

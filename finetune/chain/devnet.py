@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.chain.client import MetagraphSnapshot, NeuronInfo, hotkey_address
+from finetune.chain.model_id import commitment_text
 from finetune.errors import (
     ChainError,
     ChainTimeout,
@@ -241,7 +242,8 @@ class DevnetChain:
             ).fetchall()
         neurons = tuple(
             NeuronInfo(
-                int(uid), hk, float(stake), bool(permit), data, None if cb is None else int(cb)
+                int(uid), hk, float(stake), bool(permit), commitment_text(data),
+                None if cb is None else int(cb),
             )
             for uid, hk, stake, permit, data, cb in rows
         )
@@ -274,7 +276,7 @@ class DevnetChain:
             row = db.execute(
                 "SELECT data, block FROM commitments WHERE hotkey = ?", (hotkey,)
             ).fetchone()
-        return None if row is None else (row[0], int(row[1]))
+        return None if row is None else (commitment_text(row[0]), int(row[1]))
 
     def set_weights(self, wallet: Any, weights: Mapping[int, float], *, version_key: int) -> None:
         """Replace the wallet hotkey's weight row (normalised to sum 1, zeros dropped).

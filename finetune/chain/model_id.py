@@ -23,10 +23,11 @@ import binascii
 import re
 from dataclasses import dataclass
 
+import constants
 from finetune.errors import InvalidCommitment
 
-MAX_COMMITMENT_BYTES = 128  # one Raw field holds Raw0..Raw128
-MAX_REPO_ID_CHARS = 38  # 128 - 40 (commit) - 44 (hash) - 3 (colons) - 3 (competition id)
+MAX_COMMITMENT_BYTES = constants.COMMITMENT_MAX_BYTES  # one Raw field holds Raw0..Raw128
+MAX_REPO_ID_CHARS = constants.MAX_REPO_ID_LENGTH  # what the other fields leave of 128 bytes
 MAX_COMPETITION_ID = 255
 
 _PART = re.compile(r"[A-Za-z0-9._-]+")
@@ -154,6 +155,23 @@ def _canonical_sha256_b64(value: str) -> bool:
         return False
     # Re-encoding catches non-canonical trailing bits, so one digest has one spelling.
     return len(raw) == 32 and base64.b64encode(raw).decode("ascii") == value
+
+
+def commitment_text(data: object) -> str | None:
+    """Chain commitment data in one canonical text form, for records and comparison.
+
+    Backends call this where they build `NeuronInfo`: bytes that are not utf-8 become ``0x`` +
+    hex, as bittensor renders them (and as `decode_commitment` reads them); no data is None.
+    """
+    if data is None or isinstance(data, str):
+        return data
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raw = bytes(data)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "0x" + raw.hex()
+    return repr(data)
 
 
 def _as_text(data: object) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import competitions
+import constants
 from finetune.chain import (
     ChainClient,
     ModelId,
@@ -45,7 +46,6 @@ from finetune.errors import (
 from finetune.mining.settings import UploadSettings
 from finetune.storage import (
     ModelStore,
-    RemoteFile,
     RevisionInfo,
     check_model_dir,
     check_revision,
@@ -57,7 +57,7 @@ from finetune.storage import (
 
 logger = logging.getLogger(__name__)
 
-SECONDS_PER_BLOCK = 12  # Bittensor's block time, for "retry in about N minutes"
+SECONDS_PER_BLOCK = constants.BLOCK_TIME_S  # for "retry in about N minutes"
 
 
 @dataclass(frozen=True)
@@ -101,19 +101,6 @@ def require_hf_token() -> None:
         )
 
 
-def local_revision(model_dir: str | Path) -> RevisionInfo:
-    """The files an upload of `model_dir` pushes, as a store would list them."""
-    folder = Path(model_dir)
-    files = tuple(
-        RemoteFile(path=p.name, size=p.stat().st_size)
-        for p in sorted(folder.iterdir())
-        if p.is_file() and is_allowed_file(p.name)
-    )
-    return RevisionInfo(
-        repo_id="local/model", revision="0" * 40, files=files, total_bytes=sum(f.size for f in files)
-    )
-
-
 def check_local_model(model_dir: str | Path, competition: Competition) -> None:
     """Run the validator's checks on what an upload of `model_dir` would push.
 
@@ -127,7 +114,7 @@ def check_local_model(model_dir: str | Path, competition: Competition) -> None:
     folder = Path(model_dir)
     if not folder.is_dir():
         raise ModelRejected(f"model directory {folder} does not exist", reason="not_found")
-    check_revision(local_revision(folder), None, competition.constraints)
+    check_revision(RevisionInfo.of_folder(folder), None, competition.constraints)
     with tempfile.TemporaryDirectory(prefix="upload-check-") as staged:
         for path in folder.iterdir():
             if path.is_file() and is_allowed_file(path.name):
@@ -288,7 +275,6 @@ __all__ = [
     "check_local_model",
     "describe_error",
     "has_hf_token",
-    "local_revision",
     "require_hf_token",
     "require_registered",
     "run_upload",

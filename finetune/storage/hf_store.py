@@ -58,6 +58,9 @@ def _classify(exc: BaseException, what: str) -> tuple[FinetuneError, bool]:
     raise exc  # not a transport or Hub error: a bug, let it surface
 
 
+_MAX_CACHED_LISTINGS = 512  # a few hundred bytes each; one per model a validator has seen
+
+
 class HfModelStore:
     """Models on the Hugging Face Hub (or any server that speaks its API).
 
@@ -89,6 +92,9 @@ class HfModelStore:
         self.retries = retries
         self.backoff_s = backoff_s
         self._sleep = sleep
+        # A revision is a full commit sha, so its listing never changes: inspecting, reading
+        # headers and downloading one model list it once, not three times.
+        self._listings: dict[tuple[str, str], RevisionInfo] = {}
 
     def __repr__(self) -> str:
         return f"HfModelStore(endpoint={self._endpoint or 'https://huggingface.co'!r})"
@@ -170,6 +176,9 @@ class HfModelStore:
         """
         validate_repo_id(repo_id)
         validate_revision(revision)
+        cached = self._listings.get((repo_id, revision))
+        if cached is not None:
+            return cached
         info = self._call(
             f"model_info {repo_id}@{revision}",
             lambda: self._api.model_info(
@@ -189,12 +198,16 @@ class HfModelStore:
                 )
             sha256 = sibling.lfs.sha256 if sibling.lfs is not None else None
             files.append(RemoteFile(path=sibling.rfilename, size=sibling.size, sha256=sha256))
-        return RevisionInfo(
+        listing = RevisionInfo(
             repo_id=repo_id,
             revision=revision,
             files=tuple(files),
             total_bytes=sum(f.size for f in files),
         )
+        if len(self._listings) >= _MAX_CACHED_LISTINGS:
+            self._listings.pop(next(iter(self._listings)))  # oldest first
+        self._listings[(repo_id, revision)] = listing
+        return listing
 
     def safetensors_metadata(self, repo_id: str, revision: str) -> SafetensorsSummary:
         """Parameter counts from each allowed safetensors file's header (range requests).

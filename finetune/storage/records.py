@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from finetune.storage.files import is_allowed_file
@@ -36,6 +38,18 @@ class RevisionInfo(_Frozen):
         """The files a validator downloads (allowed patterns only), sorted by path."""
         return tuple(
             sorted((f for f in self.files if is_allowed_file(f.path)), key=lambda f: f.path)
+        )
+
+    @classmethod
+    def of_folder(cls, folder: str | Path) -> RevisionInfo:
+        """The revision an upload of `folder` would create: its allowed files, nothing else."""
+        files = tuple(
+            RemoteFile(path=p.name, size=p.stat().st_size)
+            for p in sorted(Path(folder).iterdir())
+            if p.is_file() and is_allowed_file(p.name)
+        )
+        return cls(
+            repo_id="local/model", revision="0" * 40, files=files, total_bytes=sum(f.size for f in files)
         )
 
     @property

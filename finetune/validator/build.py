@@ -57,9 +57,7 @@ def build_validator(settings: ValidatorSettings, *, console: Console | None = No
         idle_s=intervals.idle_s,
         # A devnet starts at block 0; mainnet windows count from the subnet's registration.
         genesis_block=0 if settings.chain.startswith("devnet:") else constants.SUBNET_GENESIS_BLOCK,
-        window_blocks=constants.SYNC_WINDOW_BLOCKS, data=data,
-        high_stake_min_stake=constants.HIGH_STAKE_VALIDATOR_MIN_STAKE,
-        high_stake_min_weight=constants.HIGH_STAKE_WEIGHT_MIN,
+        data=data,
     )
     wallet = None if settings.offline and settings.chain.startswith("devnet:") else settings.wallet.load()
     return Validator(config=config, chain=chain, weights_chain=weights_chain, schedule=schedule,

@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
+import constants
 from finetune import version_key
 from finetune.chain import ChainClient, MetagraphSnapshot
 from finetune.competition import Competition, Schedule
@@ -47,22 +48,22 @@ class LoopConfig:
     state_path: Path
     device: str = "cpu"
     batch_tokens: int = 8192
-    model_deadline_s: float = 720
+    model_deadline_s: float = constants.MODEL_EVAL_DEADLINE_S
     max_samples: int | None = None
     set_weights: bool = True
     max_rounds: int | None = None
     heartbeat_path: Path | None = None
-    metagraph_sync_s: float = 20 * 60
-    uid_check_s: float = 20 * 60
-    weights_s: float = 3600
-    weights_retry_s: float = 300
-    cleanup_s: float = 1800
+    metagraph_sync_s: float = constants.METAGRAPH_SYNC_S
+    uid_check_s: float = constants.UID_CHECK_INTERVAL_S
+    weights_s: float = constants.WEIGHTS_INTERVAL_S
+    weights_retry_s: float = constants.WEIGHTS_RETRY_S
+    cleanup_s: float = constants.MODEL_CLEANUP_INTERVAL_S
     idle_s: float = 30
-    genesis_block: int = 3_138_611
-    window_blocks: int = 360
+    genesis_block: int = constants.SUBNET_GENESIS_BLOCK
+    window_blocks: int = constants.SYNC_WINDOW_BLOCKS
     updates_per_step: int = 16
-    high_stake_min_stake: float = 100_000.0
-    high_stake_min_weight: float = 0.001
+    high_stake_min_stake: float = constants.HIGH_STAKE_VALIDATOR_MIN_STAKE
+    high_stake_min_weight: float = constants.HIGH_STAKE_WEIGHT_MIN
     data: DataConfig = field(default_factory=DataConfig)
 
 
@@ -96,7 +97,7 @@ class Validator:
         self.stop_event = threading.Event()
         self.state: ValidatorState = load_state(config.state_path)
         self.rounds_done = 0
-        self.results: list[RoundResult] = []
+        self.results: list[RoundResult] = []  # the rounds of the latest rounds step only
         self._updates: queue.Queue[UpdateResult] = queue.Queue(maxsize=256)
         self._guard = threading.Lock()
         self._metagraph: MetagraphSnapshot | None = None
@@ -236,6 +237,7 @@ class Validator:
 
     def rounds_step(self) -> int:
         """Run every active competition's round that is due. Returns how many ran."""
+        self.results = []  # a daemon runs for months: keep only this step's rounds
         block = self.chain.current_block()
         self._realign_to_metagraph()
         entry = self.schedule.active_at(block)
@@ -321,18 +323,17 @@ class Validator:
     def run_once(self) -> list[RoundResult]:
         """One synchronous pass: sync, check every uid, one round per active competition,
         set weights. For the demo, tests and dry runs."""
-        snapshot = self.sync_metagraph()
-        self.state.realign(snapshot.hotkeys)
+        self.sync_metagraph()
+        self._realign_to_metagraph()
         with self._guard:
             self._updater_view = dict(self.state.models)
         self.scan_high_stake_weights()
         for result in self.update_step(limit=None, enqueue=False):
             self._apply_update(result)
-        before = len(self.results)
         self.rounds_step()
         self.set_weights_once()
         self._heartbeat()
-        return self.results[before:]
+        return list(self.results)
 
     def run(self) -> int:
         """The daemon. Returns 0 after a clean stop (signal or max_rounds)."""
@@ -342,7 +343,7 @@ class Validator:
         snapshot = self._retry_until_stopped(self.sync_metagraph, "initial metagraph sync")
         if snapshot is None:
             return 0
-        self.state.realign(snapshot.hotkeys)
+        self._realign_to_metagraph()
         with self._guard:
             self._updater_view = dict(self.state.models)
         threads = start_background_threads(self)

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+import constants
 from finetune.chain import WalletSettings
 
 _HOME = Path("~/.finetune").expanduser()
@@ -24,10 +25,10 @@ class WandbSettings(BaseModel):
 
 
 class IntervalSettings(BaseModel):
-    metagraph_sync_s: float = Field(20 * 60, description="seconds between metagraph syncs")
-    uid_check_s: float = Field(20 * 60, description="seconds before a uid's commitment is re-checked")
-    weights_s: float = Field(60 * 60, description="seconds between weight settings")
-    cleanup_s: float = Field(30 * 60, description="seconds between disk clean-ups")
+    metagraph_sync_s: float = Field(constants.METAGRAPH_SYNC_S, description="seconds between metagraph syncs")
+    uid_check_s: float = Field(constants.UID_CHECK_INTERVAL_S, description="seconds before a uid's commitment is re-checked")
+    weights_s: float = Field(constants.WEIGHTS_INTERVAL_S, description="seconds between weight settings")
+    cleanup_s: float = Field(constants.MODEL_CLEANUP_INTERVAL_S, description="seconds between disk clean-ups")
     idle_s: float = Field(30, description="pause of the eval loop when there is nothing to do")
 
 
@@ -43,8 +44,8 @@ class ValidatorSettings(BaseSettings):
     wallet: WalletSettings = WalletSettings()
     chain: str = Field("finney", description="finney | test | local | ws://HOST:PORT | devnet:PATH")
     weights_chain: str | None = Field(None, description="separate endpoint for setting weights (default: --chain)")
-    netuid: int = Field(37, description="subnet uid")
-    chain_timeout_s: float = Field(60, description="deadline of every chain call")
+    netuid: int = Field(constants.NETUID, description="subnet uid")
+    chain_timeout_s: float = Field(constants.CHAIN_CALL_TIMEOUT_S, description="deadline of every chain call")
     hub: str = Field("hf", description="model store: hf | dir:PATH")
     schedule: str = Field("mainnet", description="competition schedule: mainnet | local")
     model_dir: Path = Field(_HOME / "models", description="disk cache of downloaded models")
@@ -52,10 +53,10 @@ class ValidatorSettings(BaseSettings):
     data_dir: Path | None = Field(None, description="local eval data files overriding remote sources")
     device: str = Field("auto", description="cuda | cpu | auto")
     batch_tokens: int = Field(16384, description="token budget of one eval batch")
-    model_deadline_s: float = Field(720, description="hard deadline to score one model (load included)")
+    model_deadline_s: float = Field(constants.MODEL_EVAL_DEADLINE_S, description="hard deadline to score one model (load included)")
     max_samples: int | None = Field(None, description="cap on samples per task (smaller, faster, less precise)")
-    min_free_gb: float = Field(50, description="refuse new downloads below this much free disk")
-    cleanup_grace_s: float = Field(6 * 3600, description="keep unreferenced models this long")
+    min_free_gb: float = Field(constants.DISK_LOW_WATERMARK_BYTES / 1024**3, description="refuse new downloads below this much free disk")
+    cleanup_grace_s: float = Field(constants.MODEL_CLEANUP_GRACE_S, description="keep unreferenced models this long")
     offline: bool = Field(False, description="local dry run: bundled eval data, no weights set")
     max_rounds: int | None = Field(None, description="stop after this many rounds (for tests and demos)")
     heartbeat_path: Path | None = Field(None, description="file touched after every loop step")

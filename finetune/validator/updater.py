@@ -43,26 +43,11 @@ class UpdateResult:
     changed: bool  # a new model is ready to be evaluated
 
 
-def commitment_text(data: object) -> str:
-    """Chain commitment data as text to store and compare: bytes that are not utf-8 (which
-    a chain backend may hand over raw) become ``0x`` + hex, as bittensor renders them."""
-    if isinstance(data, str):
-        return data
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        raw = bytes(data)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return "0x" + raw.hex()
-    return "" if data is None else repr(data)
-
-
 def needs_check(previous: TrackedModel | None, neuron: NeuronInfo, *, now: float, interval_s: float) -> bool:
     """A uid is (re)checked when its commitment changed, or a transient failure is due a retry."""
     if neuron.commitment is None:
         return previous is not None
-    changed = previous is not None and previous.commitment != commitment_text(neuron.commitment)
-    if previous is None or changed or previous.uid != neuron.uid:
+    if previous is None or previous.commitment != neuron.commitment or previous.uid != neuron.uid:
         return True
     if previous.status == "ready":
         return False
@@ -75,7 +60,7 @@ def _tracked(neuron: NeuronInfo, **fields) -> TrackedModel:
     return TrackedModel(
         hotkey=neuron.hotkey,
         uid=neuron.uid,
-        commitment=commitment_text(neuron.commitment),
+        commitment=neuron.commitment or "",
         block=neuron.commitment_block or 0,
         checked_at=time.time(),
         **fields,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,18 +9,12 @@ from pathlib import Path
 import pytest
 
 from finetune.chain import DevnetChain, create_dev_wallet
+from tests.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "devnet.py"
 
 
-def _load_main():
-    spec = importlib.util.spec_from_file_location("devnet_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
-
-
-main = _load_main()
+main = load_script("devnet").main
 
 
 @pytest.fixture(autouse=True)

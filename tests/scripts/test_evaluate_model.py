@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 import competitions
 from finetune.competition import EvalTaskSpec, Method, Normalization, NormKind
 from tests.eval.test_evaluate import tiny_competition, write_not_causal_lm
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "evaluate_model.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("evaluate_model_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("evaluate_model")
 
 
 def cheap_competition(**constraints):

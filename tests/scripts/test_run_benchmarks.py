@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "run_benchmarks.py"
+from tests.scripts import load_script
+
 METHODS = {"multiple_choice", "multiple_choice_loglik", "reference_loss", "text_loss", "if_eval"}
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("run_benchmarks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    return load_script("run_benchmarks")
 
 
 def test_quick_run_writes_matching_scores(bench, tmp_path, capsys):

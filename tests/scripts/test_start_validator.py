@@ -1,4 +1,3 @@
-import importlib.util
 import subprocess
 import sys
 import time
@@ -6,12 +5,9 @@ from pathlib import Path
 
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location(
-    "start_validator", Path(__file__).resolve().parents[2] / "scripts" / "start_validator.py"
-)
-start_validator = importlib.util.module_from_spec(_SPEC)
-sys.modules["start_validator"] = start_validator
-_SPEC.loader.exec_module(start_validator)
+from tests.scripts import load_script
+
+start_validator = load_script("start_validator")
 
 # A stand-in validator: healthy releases touch the heartbeat, broken ones exit at once.
 APP = """

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from finetune.chain import DevnetChain, ModelId, decode_commitment
 from finetune.storage import DirModelStore
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "upload_model.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def cli():
-    spec = importlib.util.spec_from_file_location("upload_model_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("upload_model")
 
 
 @pytest.fixture(scope="module")
