@@ -18,6 +18,7 @@ from pydantic_settings import CliApp, SettingsError  # noqa: E402
 from rich.logging import RichHandler  # noqa: E402
 
 from finetune.errors import ConfigError  # noqa: E402
+from finetune.validator.report import make_console  # noqa: E402
 from finetune.validator.settings import ValidatorSettings  # noqa: E402
 
 
@@ -40,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     if settings is None:
         return 2
     try:
+        # The log console, like the report console, survives a closed stream (no SystemExit).
         logging.basicConfig(level=settings.log_level.upper(), format="%(message)s",
-                            handlers=[RichHandler(show_path=False)])
+                            handlers=[RichHandler(show_path=False, console=make_console(stderr=True))])
     except ValueError as exc:  # an unknown level name
         print(f"error: --log-level: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
+from rich.text import Text  # noqa: E402
 
 from finetune.chain import DevnetChain  # noqa: E402
 from finetune.chain.devnet import (  # noqa: E402
@@ -28,6 +29,7 @@ from finetune.chain.devnet import (  # noqa: E402
 )
 from finetune.chain.wallets import DEFAULT_WALLET_PATH, create_dev_wallet, load_wallet  # noqa: E402
 from finetune.errors import FinetuneError  # noqa: E402
+from finetune.text import printable  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,12 +103,12 @@ def _show(path: Path, console: Console) -> None:
     for column in ("uid", "hotkey", "stake", "permit", "commitment", "block"):
         table.add_column(column)
     for n in graph.neurons:
-        table.add_row(
+        table.add_row(  # hotkeys and commitments are anyone's text: shown, never markup
             str(n.uid),
-            n.hotkey,
+            Text(printable(n.hotkey, 64)),
             f"{n.stake:g}",
             "yes" if n.validator_permit else "",
-            n.commitment or "",
+            Text(printable(n.commitment or "", 160)),
             "" if n.commitment_block is None else str(n.commitment_block),
         )
     console.print(table)
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _show(args.path, console)
     except FinetuneError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(Text("error: ", style="red") + Text(printable(error)))
         return 1
     return 0
 

@@ -57,6 +57,9 @@ def _violations(model_dir: Path, constraints: ModelConstraints) -> list[str]:
 def _print_table(evaluation: ModelEvaluation) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from finetune.text import printable
 
     table = Table(title=f"{evaluation.competition} (seed {evaluation.seed})")
     for column in ("task", "raw", "normalised", "weighted", "samples"):
@@ -67,7 +70,7 @@ def _print_table(evaluation: ModelEvaluation) -> None:
             str(score.samples),
         )
     for name, reason in evaluation.dropped.items():
-        table.add_row(name, "dropped", reason, "", "")
+        table.add_row(name, "dropped", Text(printable(reason)), "", "")
     table.add_row("total", "", "", f"{evaluation.total:.4f}", "", style="bold")
     Console().print(table)
 

@@ -92,7 +92,7 @@ class Validator:
         self.wallet = wallet
         self.cleanup = cleanup
         self.sink = sink or NullSink()
-        self.console = console or Console()
+        self.console = console or report.make_console()
         self.evaluate = evaluate
         self.stop_event = threading.Event()
         self.state: ValidatorState = load_state(config.state_path)
@@ -222,17 +222,12 @@ class Validator:
         plan = replace(plan, seed=self._seed(window))  # read the chain only when there is work
         task_data = load_round_data(plan, self.config.data)
         result = execute_round(plan, self.state, lambda m, data: self._evaluate_model(m, competition, data),
-                               task_data, console=self.console)
+                               task_data)
         if self.stop_event.is_set():
             logger.info("shutdown during round of %s: round abandoned, state untouched", competition.name)
             return None
         apply_round(self.state, plan, result)
         self.results.append(result)
-        report.print_round(self.console, result)
-        try:
-            self.sink.log(report.round_record(result))
-        except Exception:  # noqa: BLE001 - wandb raises its own errors; metrics never cost a round
-            logger.exception("metrics sink failed; the round is kept")
         return result
 
     def rounds_step(self) -> int:
@@ -260,15 +255,25 @@ class Validator:
             if result is not None:
                 ran += 1
                 self.rounds_done += 1
-        if ran and any(m.status == "rejected" for m in self.state.models.values()):
-            self.console.print(report.rejections_table(self.state.models))  # what miners are told
         if ran or ended:  # an ended competition's winners lose their weight now, not next round
             weights = subnet_weights(self.state, entry)
             self.state.last_weights = weights
             with self._guard:
                 self._weights = dict(weights)
         save_state(self.state, self.config.state_path)
+        self._report_rounds()  # only now: no output may stand between a round and its state
         return ran
+
+    def _report_rounds(self) -> None:
+        """Tables and metric records of this step's rounds; a failure here costs nothing."""
+        for result in self.results:
+            report.print_round(self.console, result)
+            try:
+                self.sink.log(report.round_record(result))
+            except Exception:  # noqa: BLE001 - wandb raises its own errors; metrics never cost a round
+                logger.exception("metrics sink failed; the round is kept")
+        if self.results and any(m.status == "rejected" for m in self.state.models.values()):
+            report.show(self.console, report.rejections_table(self.state.models))  # what miners are told
 
     # ---- weights --------------------------------------------------------------------
     def _realign_to_metagraph(self) -> None:
@@ -302,7 +307,7 @@ class Validator:
             logger.info("no weights to set yet")
             return False
         snapshot = self.metagraph
-        self.console.print(report.weights_table(weights, {n.uid: n.hotkey for n in snapshot.neurons}))
+        report.show(self.console, report.weights_table(weights, {n.uid: n.hotkey for n in snapshot.neurons}))
         if not self.config.set_weights:
             logger.info("offline: not setting weights")
             return True

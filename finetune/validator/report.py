@@ -1,21 +1,75 @@
-"""Console tables and metric records for a round. Presentation only: no decisions here."""
+"""Console tables and metric records for a round. Presentation only: no decisions here.
+
+Every cell that can hold text a miner wrote (repo ids, commitments, rejection details, worker
+failure messages) is a `rich.text.Text` built from `finetune.text.printable`, so it is shown
+as written and never parsed as console markup. Printing goes through `show`, which never
+raises: a report that cannot be printed costs a warning, never a round, its state or its
+weights (the loop prints only after both are saved).
+"""
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
+from rich.text import Text
+
+from finetune.text import printable
 
 if TYPE_CHECKING:
     from finetune.validator.round import RoundResult
     from finetune.validator.state import TrackedModel
 
+logger = logging.getLogger(__name__)
 
-def _fmt(value: float, digits: int = 4) -> str:
-    if value is None:
+
+class ValidatorConsole(Console):
+    """A console whose output can break without ending the process.
+
+    rich's own reaction to a closed stdout (a pager quit, a dead pm2 log pipe) is
+    `SystemExit(1)`, which escapes every `except Exception` in a daemon. Here the console
+    goes quiet instead, and says so once in the log.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        try:  # later writes to the same descriptor (print, warnings) must not fail either
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.file.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass  # not a real descriptor (a StringIO): quiet is enough
+        logger.warning("console output is broken (closed pipe); the round tables are no longer printed")
+
+
+def make_console(**kwargs: Any) -> ValidatorConsole:
+    """The console the validator prints its reports to (`rich.console.Console` arguments)."""
+    return ValidatorConsole(**kwargs)
+
+
+def show(console: Console, *renderables: RenderableType) -> bool:
+    """Print report output; any failure is logged, never raised. Returns whether it printed."""
+    try:
+        console.print(*renderables)
+        return True
+    except (Exception, SystemExit):  # noqa: BLE001 - presentation never stops the validator;
+        # SystemExit: a plain rich Console's answer to a broken pipe (see ValidatorConsole).
+        logger.exception("could not print a report; the round and its weights are unaffected")
+        return False
+
+
+def cell(value: object, limit: int = 120) -> Text:
+    """One table cell of untrusted text: escaped, bounded, never markup."""
+    return Text(printable(value, limit))
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    if value is None or math.isnan(value):
         return "-"
     if math.isinf(value):
         return "inf"
@@ -25,17 +79,18 @@ def _fmt(value: float, digits: int = 4) -> str:
 def round_table(result: RoundResult) -> Table:
     """uid, repo, score, epsilon advantage, win rate, weights and per-task raw/normalised."""
     task_names = sorted({name for m in result.models for name in m.tasks})
-    table = Table(title=f"{result.competition_name} (id {result.competition_id}) "
-                        f"window {result.window_block} seed {result.seed:x}"[:120])
+    title = (f"{result.competition_name} (id {result.competition_id}) "
+             f"window {result.window_block} seed {result.seed:x}")
+    table = Table(title=cell(title))
     for header in ("uid", "repo", "block", "score", "eps adv", "win rate", "step", "weight"):
         table.add_column(header, justify="left" if header == "repo" else "right")
     for name in task_names:
-        table.add_column(f"{name} raw/norm", justify="right")
+        table.add_column(cell(f"{name} raw/norm"), justify="right")
     table.add_column("note")
     for model in sorted(result.models, key=lambda m: (-result.ema.get(m.hotkey, 0.0), m.score)):
-        cells = [
+        cells: list[RenderableType] = [
             str(model.uid),
-            f"{model.repo_id}@{model.revision[:7]}",
+            cell(f"{model.repo_id}@{model.revision[:7]}", 60),
             str(model.block),
             _fmt(model.score),
             _fmt(model.epsilon_advantage, 3),
@@ -46,10 +101,11 @@ def round_table(result: RoundResult) -> Table:
         for name in task_names:
             raw, normalized = model.tasks.get(name, (math.nan, math.nan))
             cells.append(f"{_fmt(raw, 3)}/{_fmt(normalized, 3)}")
-        cells.append(model.reason)
+        cells.append(cell(model.reason))
         table.add_row(*cells)
     if result.dropped_tasks:
-        table.caption = "dropped tasks: " + ", ".join(f"{k} ({v})" for k, v in result.dropped_tasks.items())
+        table.caption = cell("dropped tasks: " + ", ".join(f"{k} ({v})" for k, v in result.dropped_tasks.items()),
+                             300)
     return table
 
 
@@ -59,7 +115,7 @@ def weights_table(weights_by_uid: Mapping[int, float], hotkeys: Mapping[int, str
     table.add_column("hotkey")
     table.add_column("weight", justify="right")
     for uid, weight in sorted(weights_by_uid.items(), key=lambda kv: -kv[1]):
-        table.add_row(str(uid), hotkeys.get(uid, "?")[:12], f"{weight:.4f}")
+        table.add_row(str(uid), cell(hotkeys.get(uid, "?"), 12), f"{weight:.4f}")
     return table
 
 
@@ -69,7 +125,8 @@ def rejections_table(models: Mapping[str, TrackedModel]) -> Table:
         table.add_column(header)
     for model in sorted(models.values(), key=lambda m: m.uid):
         if model.status == "rejected":
-            table.add_row(str(model.uid), model.hotkey[:12], model.repo_id, model.reason, model.detail[:80])
+            table.add_row(str(model.uid), cell(model.hotkey, 12), cell(model.repo_id, 60),
+                          cell(model.reason, 40), cell(model.detail, 80))
     return table
 
 
@@ -91,5 +148,18 @@ def round_record(result: RoundResult) -> dict[str, Any]:
     return record
 
 
-def print_round(console: Console, result: RoundResult) -> None:
-    console.print(round_table(result))
+def print_round(console: Console, result: RoundResult) -> bool:
+    return show(console, round_table(result))
+
+
+__all__ = [
+    "ValidatorConsole",
+    "cell",
+    "make_console",
+    "print_round",
+    "rejections_table",
+    "round_record",
+    "round_table",
+    "show",
+    "weights_table",
+]

@@ -12,8 +12,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rich.console import Console
-
 from constants import EMA_ALPHA, EVAL_HISTORY_LENGTH, KEEP_TOP_MODELS, WEIGHT_THRESHOLD
 from finetune.competition import Aggregation, Competition, ScheduleEntry
 from finetune.datasets import DataConfig
@@ -33,6 +31,7 @@ from finetune.scoring import (
     step_weights,
 )
 from finetune.scoring import subnet_weights as combine_competitions
+from finetune.text import printable
 from finetune.validator.state import EvalRecord, TrackedModel, ValidatorState
 from finetune.validator.worker import WorkerOutcome
 
@@ -145,8 +144,6 @@ def execute_round(
     state: ValidatorState,
     evaluate: Callable[[TrackedModel, TaskData], WorkerOutcome],
     task_data: TaskData,
-    *,
-    console: Console | None = None,
 ) -> RoundResult:
     """Score every planned model on the round's data (loaded once), and rank them."""
     competition = plan.competition
@@ -156,11 +153,12 @@ def execute_round(
     outcomes: dict[str, WorkerOutcome] = {}
     for index, hotkey in enumerate(plan.hotkeys, start=1):
         model = models[hotkey]
-        if console is not None:
-            console.log(f"[{competition.name}] {index}/{len(plan.hotkeys)} uid {model.uid} {model.repo_id}")
+        logger.info("%s: evaluating %d/%d, uid %d %s@%s", competition.name, index, len(plan.hotkeys),
+                    model.uid, printable(model.repo_id, 60), model.revision[:8])
         outcomes[hotkey] = evaluate(model, task_data)
         if not outcomes[hotkey].ok:
-            logger.info("uid %d failed: %s %s", model.uid, outcomes[hotkey].reason, outcomes[hotkey].detail)
+            logger.info("uid %d failed: %s %s", model.uid, printable(outcomes[hotkey].reason, 40),
+                        printable(outcomes[hotkey].detail))
     dropped = dict(task_data.dropped)
     scores, win_rate, failed = _rank(plan, outcomes, models, dropped)
     step = step_weights(win_rate, failed)
@@ -176,7 +174,7 @@ def execute_round(
             score=scores[hotkey], win_rate=win_rate.get(hotkey, 0.0),
             epsilon_advantage=epsilon(competition.constraints.epsilon, plan.block_now, model.block),
             tasks={n: (raws.get(n, math.inf), normalised.get(n, math.inf)) for n in normalised},
-            reason="" if outcome.ok else f"{outcome.reason}: {outcome.detail}"[:120],
+            reason="" if outcome.ok else printable(f"{outcome.reason}: {outcome.detail}", 120),
         ))
     return RoundResult(
         competition_id=competition.id, competition_name=competition.name, window_block=plan.window_block,

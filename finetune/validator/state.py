@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,15 @@ class EvalRecord(BaseModel):
         return self.score == float("inf")
 
 
+def _finite_weights(weights: dict[str, float]) -> dict[str, float]:
+    """Weights must be finite: a non-finite entry (from a bug or a hand-edited file) is
+    dropped with a warning instead of making the whole state unusable."""
+    bad = sorted(h for h, w in weights.items() if not math.isfinite(w))
+    if bad:
+        logger.warning("dropping non-finite weights of %s from the state", ", ".join(h[:8] for h in bad))
+    return {h: w for h, w in weights.items() if math.isfinite(w)}
+
+
 class CompetitionState(BaseModel):
     """Per competition: smoothed weights, the models kept for the next round, history."""
 
@@ -72,13 +82,20 @@ class CompetitionState(BaseModel):
     last_window: int = -1  # sync window of the last completed round
     retried: list[str] = Field(default_factory=list)  # hotkey:revision given their one retry
 
+    _ema_finite = field_validator("ema")(_finite_weights)
+
 
 class ValidatorState(BaseModel):
+    # NaN and inf are written as the JSON constants Python reads back, never as null.
+    model_config = ConfigDict(ser_json_inf_nan="constants", validate_assignment=False)
+
     version: int = STATE_VERSION
     models: dict[str, TrackedModel] = Field(default_factory=dict)
     competitions: dict[str, CompetitionState] = Field(default_factory=dict)
     last_weights: dict[str, float] = Field(default_factory=dict)  # hotkey -> weight last computed
     updated_at: float = 0.0
+
+    _weights_finite = field_validator("last_weights")(_finite_weights)
 
     def competition(self, competition_id: int) -> CompetitionState:
         return self.competitions.setdefault(str(competition_id), CompetitionState())
@@ -124,12 +141,30 @@ def save_state(state: ValidatorState, path: Path) -> None:
         raise
 
 
+def _sweep_temporary_files(path: Path) -> None:
+    """Remove what an interrupted `save_state` left: `.<name>.*.tmp` beside the state file.
+
+    Only one validator writes a state file, and it is not writing while it starts.
+    """
+    try:
+        leftovers = list(path.parent.glob(f".{path.name}.*.tmp"))
+    except OSError:
+        return
+    for leftover in leftovers:
+        try:
+            leftover.unlink()
+            logger.info("removed %s, left by an interrupted save", leftover)
+        except OSError as exc:
+            logger.warning("could not remove %s: %s", leftover, exc)
+
+
 def load_state(path: Path) -> ValidatorState:
     """Load the state, or start fresh if there is none or it cannot be used.
 
     A corrupt file, or one from another state version, is moved aside (never deleted) with a
     warning naming where it went, so an operator can inspect it.
     """
+    _sweep_temporary_files(path)
     if not path.exists():
         return ValidatorState()
     problem = ""

@@ -14,6 +14,7 @@ from typing import Protocol
 from finetune.chain import MetagraphSnapshot, ModelId, NeuronInfo, decode_commitment
 from finetune.competition import Schedule
 from finetune.errors import DiskFull, FinetuneError, ModelRejected, RepoNotFound, StorageError
+from finetune.text import printable
 from finetune.validator.state import TrackedModel
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ def needs_check(previous: TrackedModel | None, neuron: NeuronInfo, *, now: float
 
 
 def _tracked(neuron: NeuronInfo, **fields) -> TrackedModel:
+    for key in ("reason", "detail"):  # miner-made text: escaped and bounded before it is kept
+        if key in fields:
+            fields[key] = printable(fields[key], 40 if key == "reason" else 300)
     return TrackedModel(
         hotkey=neuron.hotkey,
         uid=neuron.uid,

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from finetune.text import printable
+
 logger = logging.getLogger(__name__)
 
 # Modules the fork server imports once, so each scoring process starts in well under a second.
@@ -58,10 +60,11 @@ def _child(conn, job: Callable[..., dict], args: tuple) -> None:
         conn.send(("ok", result))
     except BaseException as exc:  # noqa: BLE001 - the boundary: everything must come back as data
         reason = getattr(exc, "reason", type(exc).__name__)
-        message = str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__
-        if "out of memory" in str(exc).lower():
+        head = printable(exc, 4000).replace("\\x0d", "\\x0a")  # a chat template picks this text
+        message = printable(head.split("\\x0a", 1)[0], 500) if head else type(exc).__name__
+        if isinstance(exc, MemoryError) or "out of memory" in head.lower():
             reason = "out_of_memory"
-        conn.send(("error", {"reason": str(reason), "detail": message}))
+        conn.send(("error", {"reason": printable(reason, 40), "detail": message}))
     finally:
         conn.close()
 

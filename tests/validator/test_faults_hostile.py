@@ -1,0 +1,161 @@
+"""Attacks by a hostile miner with one hotkey and a crafted upload (issue 8).
+
+Each test names the attack it reproduces. In every case the validator keeps going: it
+records the reason against the attacker, scores the healthy miner, saves its state and sets
+its weights.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sqlite3
+
+import pytest
+from rich.console import Console
+
+import competitions
+from finetune.validator.state import load_state, save_state
+from tests.validator.fault_models import variant
+from tests.validator.fault_runner import stand_in_evaluate
+from tests.validator.helpers import make_subnet, make_validator, publish_model
+
+LOCAL = competitions.LOCAL_SCHEDULE
+REASONING = competitions.LOCAL_REASONING.id
+SHA = "a" * 40
+HASH = "A" * 43 + "="
+MARKUP = "[/x][bold red]pwned[/bold red][link=file:///etc/passwd]x[/link]"
+
+
+def _inject(chain, hotkey: str, data: str) -> None:
+    """Commitment text the devnet's own `publish_commitment` would refuse."""
+    with sqlite3.connect(chain.path) as db:
+        db.execute("INSERT OR REPLACE INTO commitments VALUES (?, ?, ?)", (hotkey, data, chain.current_block()))
+
+
+@pytest.fixture
+def subnet(tmp_path, tiny_model_dir):
+    chain, store = make_subnet(tmp_path, ["healthy", "attacker"])
+    publish_model(chain, store, tiny_model_dir, hotkey="healthy", repo_id="good/model", competition_id=REASONING)
+    return chain, store
+
+
+def _console() -> Console:
+    # Markup on, as on an operator's terminal: the attack needs a console that parses it.
+    return Console(file=io.StringIO(), width=200, force_terminal=False)
+
+
+# ---- item 1: miner text is never console markup --------------------------------------------
+
+
+def test_markup_in_a_commitment_is_printed_literally_and_weights_are_set(tmp_path, subnet):
+    chain, store = subnet
+    _inject(chain, "attacker", f"{MARKUP}:{SHA}:{HASH}:{REASONING}")
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=stand_in_evaluate({"healthy": 1.0}))
+    validator.console = _console()
+    validator.run_once()
+    state = load_state(tmp_path / "state.json")
+    assert state.models["attacker"].reason == "invalid_commitment"
+    assert state.last_weights == {"healthy": 1.0}
+    assert chain.validator_weights()[0] == {chain.metagraph().by_hotkey("healthy").uid: 1.0}
+    printed = validator.console.file.getvalue()
+    assert "[/x]" in printed  # shown as the miner wrote it, not interpreted
+
+
+def test_markup_in_a_worker_failure_detail_is_printed_literally(tmp_path, subnet, tiny_model_dir):
+    chain, store = subnet
+    evil = variant(tiny_model_dir, tmp_path / "evil")
+    publish_model(chain, store, evil, hotkey="attacker", repo_id="evil/model", competition_id=REASONING)
+    chain.advance(5)
+    healthy = stand_in_evaluate({"healthy": 1.0})
+
+    def evaluate(model_dir, competition, task_data, **kwargs):
+        from finetune.validator.worker import WorkerOutcome
+
+        if "attacker" in str(model_dir):
+            # What a chat template's `raise_exception('[/x]')` sends back from the worker.
+            return WorkerOutcome(False, math.inf, reason="TemplateError", detail=MARKUP)
+        return healthy(model_dir, competition, task_data, **kwargs)
+
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=evaluate)
+    validator.console = _console()
+    results = validator.run_once()
+    assert {m.hotkey: m.score for m in results[0].models} == {"healthy": 1.0, "attacker": math.inf}
+    state = load_state(tmp_path / "state.json")
+    assert state.last_weights == {"healthy": 1.0}
+    assert state.competition(REASONING).history["attacker"][-1].reason.startswith("TemplateError")
+    assert "[/x]" in validator.console.file.getvalue()
+
+
+def test_a_failing_report_never_costs_the_round_its_state_or_weights(tmp_path, subnet):
+    chain, store = subnet
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=stand_in_evaluate({"healthy": 1.0}))
+
+    class ExplodingConsole(Console):
+        def print(self, *args, **kwargs):
+            raise RuntimeError("console broke")
+
+        def log(self, *args, **kwargs):
+            raise RuntimeError("console broke")
+
+    validator.console = ExplodingConsole(file=io.StringIO())
+    validator.run_once()
+    state = load_state(tmp_path / "state.json")
+    assert state.last_weights == {"healthy": 1.0}
+    assert state.competition(REASONING).last_window >= 0
+    assert chain.validator_weights()[0] == {chain.metagraph().by_hotkey("healthy").uid: 1.0}
+
+
+# ---- item 10: broken stdout, orphan temporary files, NaN in the state -----------------------
+
+
+def test_a_broken_stdout_does_not_end_the_daemon(tmp_path, subnet):
+    from finetune.validator.report import make_console
+
+    chain, store = subnet
+    chain.advance(5)
+
+    class BrokenPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            raise io.UnsupportedOperation("no fd")
+
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=stand_in_evaluate({"healthy": 1.0}),
+                               max_rounds=1)
+    validator.console = make_console(file=BrokenPipe())
+    assert validator.run() == 0  # no SystemExit from the console
+    assert load_state(tmp_path / "state.json").last_weights == {"healthy": 1.0}
+
+
+def test_orphan_state_temporary_files_are_swept_at_start(tmp_path):
+    from finetune.validator.state import ValidatorState
+
+    path = tmp_path / "state.json"
+    save_state(ValidatorState(), path)
+    orphans = [tmp_path / f".state.json.{tag}.tmp" for tag in ("abc123", "zzz")]
+    for orphan in orphans:
+        orphan.write_text("{half a state")
+    unrelated = tmp_path / ".other.json.x.tmp"
+    unrelated.write_text("not ours")
+    load_state(path)
+    assert not any(orphan.exists() for orphan in orphans)
+    assert unrelated.exists()
+
+
+def test_nan_in_the_weights_survives_a_save_and_load(tmp_path):
+    from finetune.validator.state import ValidatorState
+
+    path = tmp_path / "state.json"
+    state = ValidatorState(last_weights={"a": math.nan, "b": 1.0})
+    state.competition(1).ema = {"a": math.nan, "b": 0.5, "c": math.inf}
+    save_state(state, path)
+    json.loads(path.read_text())  # still JSON that Python reads
+    loaded = load_state(path)
+    assert path.exists()  # not moved aside
+    assert loaded.last_weights == {"b": 1.0}  # the non-finite entry dropped, the rest kept
+    assert loaded.competition(1).ema == {"b": 0.5}
