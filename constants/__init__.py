@@ -43,6 +43,13 @@ UID_CHECK_INTERVAL_S = 20 * 60  # check one uid's commitment at most this often
 MODEL_CLEANUP_INTERVAL_S = 30 * 60  # how often unreferenced model snapshots are looked for
 MODEL_CLEANUP_GRACE_S = 6 * 60 * 60  # an unreferenced snapshot is kept this long before deletion
 CHAIN_CALL_TIMEOUT_S = 60  # every chain call is interrupted after this long
+# Post-download checks (hash, headers, config, norms) run in a child process under these
+# limits: a 20 GiB model hashes and has its norms read in well under a minute.
+CHECK_DEADLINE_S = 600
+CHECK_MEMORY_BYTES = 2 * 1024**3
+# A check that took the whole validator down (power cut, kernel OOM killer) is retried once;
+# the second time the revision is rejected (`check_crashed`), or it would do so on every start.
+MAX_INTERRUPTED_CHECKS = 2
 HTTP_TIMEOUT_S = 30  # every HTTP call (Hub API, datasets-server) has this timeout
 
 # --- Disk (SPEC §8, ours) ----------------------------------------------------------------
@@ -55,6 +62,8 @@ HIGH_STAKE_WEIGHT_MIN = 0.001  # a uid they weight at least this much is scanned
 __all__ = [
     "BLOCK_TIME_S",
     "CHAIN_CALL_TIMEOUT_S",
+    "CHECK_DEADLINE_S",
+    "CHECK_MEMORY_BYTES",
     "COMMITMENT_MAX_BYTES",
     "COMPETITION_ID_MAX_CHARS",
     "DISK_LOW_WATERMARK_BYTES",
@@ -66,6 +75,7 @@ __all__ = [
     "HIGH_STAKE_WEIGHT_MIN",
     "HTTP_TIMEOUT_S",
     "KEEP_TOP_MODELS",
+    "MAX_INTERRUPTED_CHECKS",
     "MAX_REPO_ID_LENGTH",
     "METAGRAPH_SYNC_S",
     "MODEL_CLEANUP_GRACE_S",

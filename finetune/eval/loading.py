@@ -90,12 +90,41 @@ def load_tokenizer(source: str | Path) -> Any:
         raise ModelRejected(f"cannot load tokenizer {source}: {e}", reason="bad_tokenizer") from e
 
 
+def _names(keys: Any, limit: int = 5) -> str:
+    keys = sorted(str(k) for k in keys)
+    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def _check_loading_info(info: dict, *, allow_unused: bool) -> None:
+    """The evaluated model must be the uploaded one: every weight loaded from the files.
+
+    transformers fills a parameter the files lack with random values and skips a tensor of
+    the wrong shape; either way the score would be that of another model (and, being random,
+    another on every validator).
+
+    Raises:
+        ModelRejected: reason `missing_weights` or `unused_weights`.
+    """
+    missing = set(info.get("missing_keys") or ())
+    mismatched = {str(item[0]) if isinstance(item, tuple) else str(item) for item in info.get("mismatched_keys") or ()}
+    if missing or mismatched:
+        raise ModelRejected(
+            f"the files do not hold the model's weights (missing: {_names(missing) or 'none'}; "
+            f"wrong shape: {_names(mismatched) or 'none'}); they would be random",
+            reason="missing_weights",
+        )
+    unexpected = set(info.get("unexpected_keys") or ())
+    if unexpected and not allow_unused:
+        raise ModelRejected(f"tensors no layer uses: {_names(unexpected)}", reason="unused_weights")
+
+
 def load_model(
     model_dir: str | Path,
     *,
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "float32",
     tokenizer: str | Path | None = None,
+    allow_unused_weights: bool = False,
 ) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer for evaluation.
 
@@ -104,14 +133,17 @@ def load_model(
         device: where to put the model.
         dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype.
         tokenizer: a fixed tokenizer (directory or hub id) to use instead of the model's own.
+        allow_unused_weights: load a model whose files hold tensors no layer uses (they are
+            ignored) instead of rejecting it.
 
     Returns:
         ``(model, tokenizer)``, the model in eval mode on `device`.
 
     Raises:
         ModelRejected: the directory is missing, holds pickle files or no safetensors, its
-            config is not a causal LM, or its weights or tokenizer cannot be loaded (see
-            `reason`).
+            config is not a causal LM, its files lack weights of the model (which would be
+            random: `missing_weights`), hold tensors of the wrong shape or unused ones, or its
+            weights or tokenizer cannot be loaded (see `reason`).
         ValueError: an unknown dtype name.
     """
     from transformers import AutoModelForCausalLM
@@ -121,15 +153,17 @@ def load_model(
     check_weight_files(path)
     config = load_config(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model, info = AutoModelForCausalLM.from_pretrained(
             path,
             config=config,
             dtype=torch_dtype,
             trust_remote_code=False,
             use_safetensors=True,
+            output_loading_info=True,
         )
     except (OSError, ValueError, RuntimeError) as e:
         raise ModelRejected(f"{path}: cannot load weights ({e})", reason="bad_weights") from e
+    _check_loading_info(info, allow_unused=allow_unused_weights)
     model.to(device)
     model.eval()
     return model, load_tokenizer(tokenizer if tokenizer is not None else path)

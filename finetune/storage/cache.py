@@ -97,6 +97,36 @@ class ModelCache:
     def _marker(self, hotkey: str, revision: str) -> Path:
         return self.root / hotkey / f".{revision}.used"
 
+    def _check_marker(self, hotkey: str, revision: str) -> Path:
+        return self.root / hotkey / f".{revision}.checking"
+
+    def check_attempts(self, hotkey: str, revision: str) -> int:
+        """How many checks of this revision began and never finished (the process died)."""
+        self.path_for(hotkey, revision)
+        try:
+            return int(self._check_marker(hotkey, revision).read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def begin_check(self, hotkey: str, revision: str) -> int:
+        """Record, durably, that a check of this revision starts. Returns the attempt number.
+
+        If the check kills the validator, the record outlives it: the next start sees an
+        unfinished attempt (`check_attempts`).
+        """
+        attempt = self.check_attempts(hotkey, revision) + 1
+        marker = self._check_marker(hotkey, revision)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        with open(marker, "w", encoding="ascii") as handle:
+            handle.write(f"{attempt}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        return attempt
+
+    def end_check(self, hotkey: str, revision: str) -> None:
+        """The check finished (passed or rejected): forget its attempts."""
+        self._check_marker(hotkey, revision).unlink(missing_ok=True)
+
     def touch(self, hotkey: str, revision: str) -> None:
         """Record that the model was used now (it restarts the grace period)."""
         self.path_for(hotkey, revision)
@@ -212,6 +242,7 @@ class ModelCache:
                 if now - used >= self.grace_period_s:
                     _rmtree(model_dir)
                     self._marker(hotkey_dir.name, model_dir.name).unlink(missing_ok=True)
+                    self._check_marker(hotkey_dir.name, model_dir.name).unlink(missing_ok=True)
                     deleted.append(model_dir)
             if not any(hotkey_dir.iterdir()):
                 try:

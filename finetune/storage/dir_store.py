@@ -162,12 +162,14 @@ class DirModelStore:
         """
         folder = self._repo_dir(repo_id) / "revisions" / revision
         dtypes: dict[str, int] = {}
+        tensors = 0
         for entry in self._manifest(repo_id, revision):
             # Allowed names only: a planted manifest may list paths that point elsewhere.
             if is_allowed_file(entry["path"]) and entry["path"].endswith(".safetensors"):
                 for tensor in read_header(folder / entry["path"]):
                     dtypes[tensor.dtype] = dtypes.get(tensor.dtype, 0) + tensor.parameter_count
-        return SafetensorsSummary(parameter_count=sum(dtypes.values()), dtypes=dtypes)
+                    tensors += 1
+        return SafetensorsSummary(parameter_count=sum(dtypes.values()), dtypes=dtypes, tensor_count=tensors)
 
     def download(self, repo_id: str, revision: str, dest_dir: str | Path) -> Path:
         """Copy the revision's allowed files into `dest_dir` as real, writable files.

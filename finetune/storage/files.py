@@ -33,6 +33,36 @@ ALLOWED_FILE_PATTERNS: tuple[str, ...] = (
     "merges.txt",
 )
 
+# Ours (a safety limit in every protocol): the largest a small file may be, checked against the
+# listing before any download and against the disk before any parse. Parsing JSON costs ~20x
+# its size in Python objects: a 45 MiB config.json of nested `[]` took a validator to 2.5 GiB.
+# Real files are far below: configs a few KiB, Gemma's 33 MiB tokenizer.json the largest seen.
+_MIB = 1024 * 1024
+MAX_FILE_BYTES: dict[str, int] = {
+    "config.json": 1 * _MIB,
+    "generation_config.json": 1 * _MIB,
+    "special_tokens_map.json": 1 * _MIB,
+    "chat_template.jinja": 1 * _MIB,
+    "chat_template.json": 1 * _MIB,
+    "tokenizer_config.json": 16 * _MIB,
+    "added_tokens.json": 16 * _MIB,
+    "*.safetensors.index.json": 16 * _MIB,
+    "tokenizer.json": 64 * _MIB,
+    "tokenizer.model": 64 * _MIB,
+    "vocab.json": 64 * _MIB,
+    "vocab.txt": 64 * _MIB,
+    "merges.txt": 64 * _MIB,
+}
+
+
+def size_limit(path: str) -> int | None:
+    """The most bytes file `path` may hold, or None when only the revision's total applies."""
+    for pattern, limit in MAX_FILE_BYTES.items():
+        if fnmatch.fnmatchcase(path, pattern):
+            return limit
+    return None
+
+
 # Extensions that hold pickles (arbitrary code on load) or code itself.
 UNSAFE_SUFFIXES: frozenset[str] = frozenset(
     {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".py", ".pyc", ".so"}
@@ -116,12 +146,14 @@ def allowed_files_in(folder: str | Path) -> list[Path]:
 
 __all__ = [
     "ALLOWED_FILE_PATTERNS",
+    "MAX_FILE_BYTES",
     "UNSAFE_SUFFIXES",
     "allowed_files_in",
     "is_allowed_file",
     "is_safe_file_name",
     "is_unsafe_file",
     "sha256_file",
+    "size_limit",
     "validate_repo_id",
     "validate_revision",
 ]

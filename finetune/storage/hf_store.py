@@ -219,6 +219,7 @@ class HfModelStore:
         """
         info = self.revision_info(repo_id, revision)
         dtypes: dict[str, int] = {}
+        tensors = 0
         for remote in info.download_files:
             if not remote.path.endswith(".safetensors"):
                 continue
@@ -230,7 +231,8 @@ class HfModelStore:
             )
             for dtype, count in meta.parameter_count.items():
                 dtypes[dtype] = dtypes.get(dtype, 0) + count
-        return SafetensorsSummary(parameter_count=sum(dtypes.values()), dtypes=dtypes)
+            tensors += len(meta.tensors)
+        return SafetensorsSummary(parameter_count=sum(dtypes.values()), dtypes=dtypes, tensor_count=tensors)
 
     def download(self, repo_id: str, revision: str, dest_dir: str | Path) -> Path:
         """Download the revision's allowed files into `dest_dir` as real files.

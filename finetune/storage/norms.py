@@ -5,8 +5,8 @@ layer (`layers.<i>.`, `h.<i>.`, `blocks.<i>.`, `layer.<i>.`) is an attention or 
 and its type is the path after the layer index, e.g. `self_attn.q_proj` (Llama, Mistral, Qwen2,
 Gemma), `self_attn.qkv_proj` / `mlp.gate_up_proj` (Phi3, fused), `attention.query_key_value`
 (GPT-NeoX), `self_attention.dense` (Falcon). Norm weights are 1-D and embeddings sit outside
-the layers, so neither is counted. Tensors are read one at a time from safetensors (memory-
-mapped), never all at once.
+the layers, so neither is counted. Each tensor is read straight from its file in chunks of a
+fixed number of elements, so memory does not depend on any tensor's shape or size.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from finetune.competition import NormLimits
 from finetune.errors import ModelRejected
+from finetune.storage.safetensors_header import DTYPE_BYTES, TensorEntry, read_layout
 
 _LAYER_WEIGHT = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.(.+)\.weight$")
 _NOT_PROJECTION = re.compile(r"(?:^|[._])(?:norm|ln|layernorm|embed)", re.IGNORECASE)
@@ -30,7 +31,16 @@ SOFT_RULE_PROJECTIONS = frozenset({
     "gate_up_proj", "query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h", "fc1", "fc2",
     "out_proj", "c_attn", "c_proj", "c_fc", "query", "key", "value",
 })  # fmt: skip
-_ROWS_PER_CHUNK = 1024  # bounds the float32 copy of a bf16 matrix while summing squares
+# Bounds the bytes read and the copies made while summing squares: 1M elements, ~18 MiB
+# (the raw bytes, a float32 copy, its square, and the float64 upcast of the sum).
+_ELEMENTS_PER_CHUNK = 1 << 20
+# safetensors dtype name -> torch dtype attribute (a missing one has no norm here).
+_TORCH_DTYPES = {
+    "BOOL": "bool", "U8": "uint8", "I8": "int8", "I16": "int16", "U16": "uint16", "I32": "int32",
+    "U32": "uint32", "I64": "int64", "U64": "uint64", "F16": "float16", "BF16": "bfloat16",
+    "F32": "float32", "F64": "float64", "C64": "complex64", "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2", "F8_E8M0": "float8_e8m0fnu",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -60,13 +70,54 @@ def projection_type(tensor_name: str) -> tuple[int, str] | None:
 
 
 def frobenius_norm(tensor) -> float:
-    """Frobenius norm, accumulated in float64 over row chunks. NaN/inf weights give inf."""
+    """Frobenius norm of an in-memory tensor, in float64 over element chunks. NaN/inf: inf."""
     import torch
 
+    flat = tensor.reshape(-1)
     total = 0.0
-    for chunk in tensor.split(_ROWS_PER_CHUNK):
-        total += float(chunk.to(torch.float32).square().sum(dtype=torch.float64))
+    for start in range(0, flat.numel(), _ELEMENTS_PER_CHUNK):
+        total += _sum_squares(flat[start : start + _ELEMENTS_PER_CHUNK], torch)
     return math.sqrt(total) if math.isfinite(total) else math.inf
+
+
+def _sum_squares(chunk, torch) -> float:
+    if chunk.is_complex():
+        chunk = chunk.abs()
+    return float(chunk.to(torch.float32).square().sum(dtype=torch.float64))
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    dtype = getattr(torch, _TORCH_DTYPES.get(name, ""), None)
+    if dtype is None:
+        raise ModelRejected(f"cannot measure norms of {name} tensors", reason="weight_norms")
+    return dtype
+
+
+def stored_norm(handle, data_start: int, entry: TensorEntry) -> float:
+    """Frobenius norm of one tensor read straight from its file, a bounded chunk at a time.
+
+    Memory is bounded by the chunk, whatever the tensor's shape: a `[1, 5e8]` tensor is not
+    one 500-million-element row to copy (the old row chunking), only so many bytes to read.
+    """
+    import torch
+
+    dtype = _torch_dtype(entry.dtype)
+    itemsize = DTYPE_BYTES[entry.dtype]
+    chunk_bytes = _ELEMENTS_PER_CHUNK * itemsize
+    total = 0.0
+    handle.seek(data_start + entry.begin)
+    remaining = entry.end - entry.begin
+    while remaining > 0:
+        data = handle.read(min(chunk_bytes, remaining))
+        if not data:
+            raise ModelRejected(f"tensor {entry.name!r} is cut short", reason="corrupt_safetensors")
+        remaining -= len(data)
+        total += _sum_squares(torch.frombuffer(bytearray(data), dtype=dtype), torch)
+        if not math.isfinite(total):
+            return math.inf
+    return math.sqrt(total)
 
 
 def measure_weight_norms(model_dir: str | Path) -> dict[str, dict[int, float]]:
@@ -76,28 +127,23 @@ def measure_weight_norms(model_dir: str | Path) -> dict[str, dict[int, float]]:
         projection type -> layer index -> norm.
 
     Raises:
-        ModelRejected: reason `corrupt_safetensors`, a file the safetensors library refuses.
+        ModelRejected: reason `corrupt_safetensors` or `too_many_tensors` (a file whose
+            header does not validate), or `weight_norms` (a dtype with no norm).
     """
-    from safetensors import SafetensorError, safe_open
-
     norms: dict[str, dict[int, float]] = defaultdict(dict)
     for path in sorted(Path(model_dir).glob("*.safetensors")):
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                for name in handle.keys():
-                    found = projection_type(name)
-                    if found is None or len(handle.get_slice(name).get_shape()) != 2:
-                        continue
-                    layer, kind = found
-                    norm = frobenius_norm(handle.get_tensor(name))
-                    # Several tensors may map to one (type, layer), e.g. an unused decoy: the
-                    # largest counts, so an extra tensor can never hide the real weight's norm.
-                    previous = norms[kind].get(layer, -math.inf)
-                    norms[kind][layer] = norm if not norm <= previous else previous
-        except SafetensorError as exc:  # a file the library refuses is the miner's fault
-            raise ModelRejected(
-                f"corrupt safetensors file {path.name}: {exc}", reason="corrupt_safetensors"
-            ) from None
+        layout = read_layout(path)
+        with open(path, "rb") as handle:
+            for entry in layout.entries:
+                found = projection_type(entry.name)
+                if found is None or len(entry.shape) != 2:
+                    continue
+                layer, kind = found
+                norm = stored_norm(handle, layout.data_start, entry)
+                # Several tensors may map to one (type, layer), e.g. an unused decoy: the
+                # largest counts, so an extra tensor can never hide the real weight's norm.
+                previous = norms[kind].get(layer, -math.inf)
+                norms[kind][layer] = norm if not norm <= previous else previous
     return dict(norms)
 
 

@@ -61,8 +61,9 @@ class RevisionInfo(_Frozen):
 class SafetensorsSummary(_Frozen):
     """What the safetensors headers of a revision say, read without the weights."""
 
-    parameter_count: int = Field(ge=0)
+    parameter_count: int = Field(ge=0)  # elements over all tensors (tied copies counted twice)
     dtypes: dict[str, int]  # dtype name (F32, BF16, ...) -> parameters of that dtype
+    tensor_count: int = Field(default=0, ge=0)
 
 
 __all__ = ["RemoteFile", "RevisionInfo", "SafetensorsSummary"]

@@ -18,7 +18,12 @@ from pathlib import Path
 
 from finetune.errors import ModelRejected
 
-MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own cap on the JSON header
+# Ours (a safety limit in every protocol): the safetensors library accepts 100 MB headers, but
+# a dense model of the sizes this subnet scores needs a few hundred tensors, ~100 bytes each.
+# Parsing a 100 MB header costs ~1 GB of Python objects; 240k tiny tensors in one 25 MB shard
+# cost a validator 86 s of CPU. A real shard needs neither.
+MAX_HEADER_BYTES = 16 * 1024 * 1024
+MAX_TENSORS_PER_SHARD = 10_000
 
 DTYPE_BYTES: Mapping[str, int] = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
@@ -43,6 +48,22 @@ class TensorEntry:
 
 def _corrupt(path: object, why: str) -> ModelRejected:
     return ModelRejected(f"corrupt safetensors file {path}: {why}", reason="corrupt_safetensors")
+
+
+def _too_many(path: object, count: int) -> ModelRejected:
+    return ModelRejected(
+        f"{path} holds {count:,} tensors, over the {MAX_TENSORS_PER_SHARD:,} a shard may hold",
+        reason="too_many_tensors",
+        tensors=count,
+    )
+
+
+@dataclass(frozen=True)
+class SafetensorsLayout:
+    """A validated safetensors file: its tensors and where their bytes start in the file."""
+
+    entries: list[TensorEntry]
+    data_start: int  # file offset of byte 0 of the data buffer (8 + header length)
 
 
 def _entry(name: str, raw: object, where: object) -> TensorEntry:
@@ -85,6 +106,9 @@ def parse_header(header: bytes, *, where: object = "<header>") -> list[TensorEnt
         raise _corrupt(where, f"header is not JSON ({str(exc)[:200]})") from None
     if not isinstance(data, dict):
         raise _corrupt(where, "header is not a JSON object")
+    tensors = len(data) - ("__metadata__" in data)
+    if tensors > MAX_TENSORS_PER_SHARD:
+        raise _too_many(where, tensors)
     metadata = data.pop("__metadata__", None)
     # The safetensors library refuses anything but a str -> str map; so must we.
     if metadata is not None and (
@@ -103,7 +127,16 @@ def read_header(path: str | Path) -> list[TensorEntry]:
 
     Raises:
         ModelRejected: reason `corrupt_safetensors` (short file, bad JSON, lying offsets,
-            gaps, overlaps, or trailing bytes).
+            gaps, overlaps, or trailing bytes) or `too_many_tensors`.
+    """
+    return read_layout(path).entries
+
+
+def read_layout(path: str | Path) -> SafetensorsLayout:
+    """`read_header`, plus the file offset where the tensors' bytes begin.
+
+    Raises:
+        ModelRejected: as `read_header`.
     """
     file = Path(path)
     size = file.stat().st_size
@@ -112,8 +145,13 @@ def read_header(path: str | Path) -> list[TensorEntry]:
         if len(prefix) != 8:
             raise _corrupt(file.name, "shorter than the 8-byte header length")
         (length,) = struct.unpack("<Q", prefix)
-        if length > MAX_HEADER_BYTES or 8 + length > size:
+        if 8 + length > size:
             raise _corrupt(file.name, f"header length {length} does not fit a {size}-byte file")
+        if length > MAX_HEADER_BYTES:
+            raise ModelRejected(
+                f"{file.name}: a {length:,}-byte header is over the {MAX_HEADER_BYTES:,}-byte limit",
+                reason="too_many_tensors",
+            )
         header = handle.read(length)
     entries = parse_header(header, where=file.name)
     data_bytes = size - 8 - length
@@ -126,7 +164,16 @@ def read_header(path: str | Path) -> list[TensorEntry]:
         position = entry.end
     if position != data_bytes:
         raise _corrupt(file.name, f"tensors cover {position} bytes but the file holds {data_bytes}")
-    return entries
+    return SafetensorsLayout(entries=entries, data_start=8 + length)
 
 
-__all__ = ["DTYPE_BYTES", "TensorEntry", "parse_header", "read_header"]
+__all__ = [
+    "DTYPE_BYTES",
+    "MAX_HEADER_BYTES",
+    "MAX_TENSORS_PER_SHARD",
+    "SafetensorsLayout",
+    "TensorEntry",
+    "parse_header",
+    "read_header",
+    "read_layout",
+]

@@ -51,6 +51,7 @@ def build_validator(settings: ValidatorSettings, *, console: Console | None = No
     config = LoopConfig(
         state_path=settings.state_path.expanduser(), device=settings.resolved_device(),
         batch_tokens=settings.batch_tokens, model_deadline_s=settings.model_deadline_s,
+        worker_memory_bytes=settings.worker_memory_bytes(),
         max_samples=settings.max_samples, set_weights=not settings.offline, max_rounds=settings.max_rounds,
         heartbeat_path=settings.heartbeat_path, metagraph_sync_s=intervals.metagraph_sync_s,
         uid_check_s=intervals.uid_check_s, weights_s=intervals.weights_s, cleanup_s=intervals.cleanup_s,

@@ -49,6 +49,7 @@ class LoopConfig:
     device: str = "cpu"
     batch_tokens: int = 8192
     model_deadline_s: float = constants.MODEL_EVAL_DEADLINE_S
+    worker_memory_bytes: int | None = None  # host memory a scoring worker may use; None: no limit
     max_samples: int | None = None
     set_weights: bool = True
     max_rounds: int | None = None
@@ -131,7 +132,8 @@ class Validator:
         with self._guard:
             view = dict(self._updater_view)
         results = update_models(view, snapshot, schedule=self.schedule, fetcher=self.fetcher,
-                                interval_s=self.config.uid_check_s, limit=limit, start_uid=start_uid)
+                                interval_s=self.config.uid_check_s, limit=limit, start_uid=start_uid,
+                                should_abort=self.stop_event.is_set)
         with self._guard:
             for result in results:
                 self._updater_view[result.hotkey] = result.model
@@ -207,7 +209,8 @@ class Validator:
         except (FinetuneError, OSError) as exc:
             logger.warning("could not mark %s in use: %s", model.local_path, exc)
         return self.evaluate(model.local_path, competition, task_data, deadline_s=self.config.model_deadline_s,
-                             options=options, should_abort=self.stop_event.is_set)
+                             options=options, should_abort=self.stop_event.is_set,
+                             memory_bytes=self.config.worker_memory_bytes)
 
     def run_round(self, competition: Competition, block: int) -> RoundResult | None:
         """Evaluate one competition for the current sync window, if there is anything to do."""

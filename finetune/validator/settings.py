@@ -55,6 +55,8 @@ class ValidatorSettings(BaseSettings):
     batch_tokens: int = Field(16384, description="token budget of one eval batch")
     model_deadline_s: float = Field(constants.MODEL_EVAL_DEADLINE_S, description="hard deadline to score one model (load included)")
     max_samples: int | None = Field(None, description="cap on samples per task (smaller, faster, less precise)")
+    worker_memory_gb: float | None = Field(
+        None, description="host memory one scoring worker may use, GiB (default: 3/4 of RAM, at least 8; 0: no limit)")
     min_free_gb: float = Field(constants.DISK_LOW_WATERMARK_BYTES / 1024**3, description="refuse new downloads below this much free disk")
     cleanup_grace_s: float = Field(constants.MODEL_CLEANUP_GRACE_S, description="keep unreferenced models this long")
     offline: bool = Field(False, description="local dry run: bundled eval data, no weights set")
@@ -63,6 +65,13 @@ class ValidatorSettings(BaseSettings):
     log_level: str = Field("INFO", description="logging level")
     intervals: IntervalSettings = IntervalSettings()
     wandb: WandbSettings = WandbSettings()
+
+    def worker_memory_bytes(self) -> int | None:
+        if self.worker_memory_gb is None:
+            from finetune.validator.isolation import default_worker_memory_bytes
+
+            return default_worker_memory_bytes()
+        return int(self.worker_memory_gb * 1024**3) or None
 
     def resolved_device(self) -> str:
         if self.device != "auto":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 # Reasons that may clear up on their own: the uid is checked again at its next turn.
 TRANSIENT_REASONS = frozenset(
-    {"eval_delay", "repo_not_found", "disk_low", "storage", "download_failed", "chain", "check_failed"}
+    {"eval_delay", "repo_not_found", "disk_low", "storage", "download_failed", "chain", "check_failed",
+     "aborted"}
 )
 
 
@@ -32,7 +34,8 @@ class ModelFetcher(Protocol):
 
     def fetch(self, hotkey: str, model_id: ModelId) -> str: ...
 
-    def verify(self, model_dir: str, hotkey: str, model_id: ModelId, constraints) -> str: ...
+    def verify(self, model_dir: str, hotkey: str, model_id: ModelId, constraints,
+               should_abort: Callable[[], bool] | None = None) -> str: ...
 
     def mark_used(self, hotkey: str, revision: str) -> None: ...
 
@@ -72,7 +75,12 @@ def _tracked(neuron: NeuronInfo, **fields) -> TrackedModel:
 
 
 def check_neuron(
-    neuron: NeuronInfo, *, schedule: Schedule, block_now: int, fetcher: ModelFetcher
+    neuron: NeuronInfo,
+    *,
+    schedule: Schedule,
+    block_now: int,
+    fetcher: ModelFetcher,
+    should_abort: Callable[[], bool] | None = None,
 ) -> TrackedModel:
     """Decode, gate and fetch one neuron's model. Never raises for anything the miner did.
 
@@ -100,7 +108,7 @@ def check_neuron(
     try:
         fetcher.inspect(model_id, constraints)
         model_dir = fetcher.fetch(neuron.hotkey, model_id)
-        content_hash = fetcher.verify(model_dir, neuron.hotkey, model_id, constraints)
+        content_hash = fetcher.verify(model_dir, neuron.hotkey, model_id, constraints, should_abort=should_abort)
     except ModelRejected as exc:
         return _tracked(neuron, status="rejected", reason=exc.reason, detail=str(exc), **base)
     except RepoNotFound as exc:
@@ -153,6 +161,7 @@ def update_models(
     now: float | None = None,
     limit: int | None = None,
     start_uid: int = 0,
+    should_abort: Callable[[], bool] | None = None,
 ) -> list[UpdateResult]:
     """Check, round-robin from `start_uid`, the uids due a check; at most `limit` of them.
 
@@ -167,7 +176,10 @@ def update_models(
         previous = models.get(neuron.hotkey)
         if neuron.commitment is None or not needs_check(previous, neuron, now=now, interval_s=interval_s):
             continue
-        checked = check_neuron(neuron, schedule=schedule, block_now=metagraph.block, fetcher=fetcher)
+        if should_abort is not None and should_abort():
+            break
+        checked = check_neuron(neuron, schedule=schedule, block_now=metagraph.block, fetcher=fetcher,
+                               should_abort=should_abort)
         changed = checked.status == "ready" and (
             previous is None or previous.status != "ready" or previous.revision != checked.revision
             or previous.content_hash != checked.content_hash

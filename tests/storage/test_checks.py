@@ -68,11 +68,26 @@ def test_check_revision_accepts_a_normal_listing():
             {},
             "bad_param_count",
         ),
-        (GOOD, SafetensorsSummary(parameter_count=10, dtypes={"F32": 10}), {}, "bad_param_count"),
+        (GOOD + (("config.json", 2 * 1024 * 1024),), None, {}, "oversized_file"),  # a JSON bomb
+        (GOOD + (("tokenizer.json", 65 * 1024 * 1024),), None, {"max_bytes": 10**9}, "oversized_file"),
+        (
+            GOOD,
+            SafetensorsSummary(parameter_count=5000, dtypes={"F32": 5000}, tensor_count=20_001),
+            {},
+            "too_many_tensors",
+        ),
     ],
 )
 def test_check_revision_rejects(files, meta, overrides, reason):
     assert _reason(check_revision, _info(*files), meta, make_constraints(**overrides)) == reason
+
+
+@pytest.mark.parametrize("count", [10, 15_000_000])
+def test_header_counts_that_a_model_within_the_limits_can_have_wait_for_the_download(count):
+    # Headers count a tied output head twice (up to 2x the real count) and cannot see that a
+    # model lacks weights: the parameter count the config implies is checked after download.
+    check_revision(_info(*GOOD), SafetensorsSummary(parameter_count=count, dtypes={"F32": count}),
+                   make_constraints())
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2", "phi3", "gpt_neox"])

@@ -50,7 +50,7 @@ def stand_in_evaluate(
             with log.open("a") as handle:
                 handle.write(line + "\n")
 
-    def evaluate(model_dir, competition, task_data, *, deadline_s, options, should_abort):
+    def evaluate(model_dir, competition, task_data, *, deadline_s, options, should_abort, memory_bytes=None):
         if should_abort():  # as `run_isolated`: nothing new starts during a shutdown
             return WorkerOutcome(False, math.inf, reason="aborted", detail="shutdown requested")
         hotkey = hotkey_of(model_dir)

@@ -33,3 +33,20 @@ def rejected_job(model_dir, competition, task_data, options):
 
 def negative_job(model_dir, competition, task_data, options):
     return {"total": -0.5, "tasks": {}, "dropped": {}}
+
+
+def memory_bomb_job(model_dir, competition, task_data, options):
+    """`task_data` bytes at once, as a template's `'x' * n` asks."""
+    return {"total": float(len("x" * task_data)), "tasks": {}, "dropped": {}}
+
+
+def shared_memory_job(model_dir, competition, task_data, options):
+    """Touch `task_data` bytes of a shared anonymous mapping, 64 MiB at a time."""
+    import mmap
+
+    block = mmap.mmap(-1, task_data)
+    step = 64 << 20
+    for start in range(0, task_data, step):
+        block[start : start + step] = b"x" * step
+        time.sleep(0.02)
+    return {"total": 0.0, "tasks": {}, "dropped": {}}

@@ -17,7 +17,7 @@ from rich.console import Console
 
 import competitions
 from finetune.validator.state import load_state, save_state
-from tests.validator.fault_models import variant
+from tests.validator.fault_models import copy_model, variant
 from tests.validator.fault_runner import stand_in_evaluate
 from tests.validator.helpers import make_subnet, make_validator, publish_model
 
@@ -159,3 +159,114 @@ def test_nan_in_the_weights_survives_a_save_and_load(tmp_path):
     assert path.exists()  # not moved aside
     assert loaded.last_weights == {"b": 1.0}  # the non-finite entry dropped, the rest kept
     assert loaded.competition(1).ema == {"b": 0.5}
+
+
+# ---- item 2: the checks run in a child with a memory limit; an attempt is recorded ----------
+
+
+def _layers_bomb(src, dst):
+    """A config of 200,000 decoder layers: building even the meta model exhausts memory."""
+    copy_model(src, dst)
+    config = json.loads((dst / "config.json").read_text())
+    config["num_hidden_layers"] = 200_000
+    (dst / "config.json").write_text(json.dumps(config))
+    return dst
+
+
+def test_a_check_that_exhausts_memory_is_rejected_and_the_validator_goes_on(tmp_path, subnet, tiny_model_dir):
+    chain, store = subnet
+    publish_model(chain, store, _layers_bomb(tiny_model_dir, tmp_path / "bomb"), hotkey="attacker",
+                  repo_id="evil/layers", competition_id=REASONING)
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=stand_in_evaluate({"healthy": 1.0}))
+    validator.fetcher.check_memory_bytes = 256 << 20
+    validator.fetcher.check_deadline_s = 60
+    results = validator.run_once()
+    attacker = validator.state.models["attacker"]
+    assert (attacker.status, attacker.reason) == ("rejected", "check_out_of_memory"), attacker
+    assert [m.hotkey for m in results[0].models] == ["healthy"]
+    assert load_state(tmp_path / "state.json").last_weights == {"healthy": 1.0}
+    # A rejection, not a transient failure: the same files are not checked again and again.
+    validator.config.uid_check_s = 0
+    assert validator.update_step(limit=None) == []
+
+
+def test_a_check_that_stopped_the_validator_twice_rejects_that_revision_at_restart(tmp_path, subnet,
+                                                                                   tiny_model_dir):
+    chain, store = subnet
+    evil = publish_model(chain, store, variant(tiny_model_dir, tmp_path / "evil"), hotkey="attacker",
+                         repo_id="evil/model", competition_id=REASONING)
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=stand_in_evaluate({"healthy": 1.0}))
+    cache = validator.fetcher.cache
+    # Two earlier processes began this check and died in it (the marker is all that is left).
+    cache.begin_check("attacker", evil.commit)
+    cache.begin_check("attacker", evil.commit)
+    validator.run_once()
+    attacker = validator.state.models["attacker"]
+    assert (attacker.status, attacker.reason) == ("rejected", "check_crashed")
+    assert "2 times" in attacker.detail
+    assert validator.state.last_weights == {"healthy": 1.0}
+
+
+def test_one_interrupted_check_is_simply_run_again(tmp_path, subnet, tiny_model_dir):
+    chain, store = subnet
+    evil = publish_model(chain, store, variant(tiny_model_dir, tmp_path / "evil"), hotkey="attacker",
+                         repo_id="evil/model", competition_id=REASONING)
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL,
+                               evaluate=stand_in_evaluate({"healthy": 1.0, "attacker": 2.0}))
+    cache = validator.fetcher.cache
+    cache.begin_check("attacker", evil.commit)  # a restart of the validator mid-check, say
+    validator.run_once()
+    assert validator.state.models["attacker"].status == "ready"
+    assert cache.check_attempts("attacker", evil.commit) == 0
+
+
+def test_an_attempt_is_on_disk_while_the_check_runs(tmp_path, subnet, tiny_model_dir, monkeypatch):
+    from finetune.validator import fetcher as fetcher_module
+
+    chain, store = subnet
+    evil = publish_model(chain, store, variant(tiny_model_dir, tmp_path / "evil"), hotkey="attacker",
+                         repo_id="evil/model", competition_id=REASONING)
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=stand_in_evaluate({}))
+    seen = {}
+    real = fetcher_module.run_in_child
+
+    def spy(job, args, **kwargs):
+        hotkey = args[1]
+        if hotkey == "attacker":
+            seen[hotkey] = validator.fetcher.cache.check_attempts(hotkey, evil.commit)
+        return real(job, args, **kwargs)
+
+    monkeypatch.setattr(fetcher_module, "run_in_child", spy)
+    validator.run_once()
+    assert seen["attacker"] == 1  # recorded before the child started, durably (fsync)
+
+
+# ---- item 3: the scoring worker has a memory limit ------------------------------------------
+
+
+def _template_bomb(src, dst):
+    """A chat template that asks for 3 GB of 'x' (the reproduction asked for 6e9 bytes)."""
+    copy_model(src, dst)
+    (dst / "chat_template.jinja").write_text("{{ 'x' * 3000000000 }}")
+    return dst
+
+
+def test_a_template_that_exhausts_host_memory_is_out_of_memory_for_that_model(tmp_path, subnet, tiny_model_dir):
+    from finetune.validator.worker import run_isolated
+
+    chain, store = subnet
+    publish_model(chain, store, _template_bomb(tiny_model_dir, tmp_path / "bomb"), hotkey="attacker",
+                  repo_id="evil/template", competition_id=REASONING)
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=run_isolated,
+                               worker_memory_bytes=1 << 30, model_deadline_s=120)
+    results = validator.run_once()
+    outcome = {m.hotkey: m for m in results[0].models}
+    assert math.isfinite(outcome["healthy"].score)
+    assert math.isinf(outcome["attacker"].score)
+    assert outcome["attacker"].reason.startswith("out_of_memory"), outcome["attacker"].reason
+    assert load_state(tmp_path / "state.json").last_weights == {"healthy": 1.0}

@@ -40,7 +40,11 @@ BUILT = {
     "remote": (bad.with_remote_code, "remote_code", False),
     "truncated": (bad.with_truncated_weights, "corrupt_safetensors", True),
     "liar": (bad.with_lying_header, "corrupt_safetensors", True),
-    "huge": (lambda s, d: bad.with_extra_tensor(s, d, REASONING.constraints.max_params + 1), "bad_param_count", True),
+    # An extra tensor no layer uses: the headers count it, the model does not.
+    "unused": (lambda s, d: bad.with_extra_tensor(s, d, REASONING.constraints.max_params + 1), "unused_weights", False),
+    # More elements than any model within the limit can store (tied copies at most double).
+    "huge": (lambda s, d: bad.with_extra_tensor(s, d, 2 * REASONING.constraints.max_params + 1), "bad_param_count",
+             True),
     "exploded": (lambda s, d: bad.with_scaled(s, d, FIRST_Q, 1e4), "weight_norms", False),
     "nanlayer": (lambda s, d: bad.with_nan(s, d, FIRST_UP), "weight_norms", False),
 }
@@ -89,11 +93,11 @@ SLOW_DEADLINE_S = 0.2  # loading and scoring even a tiny model takes a second or
 def _real_worker(slow_hotkey: str):
     """The real isolated worker and `evaluate_model`; one miner gets a deadline it cannot meet."""
 
-    def evaluate(model_dir, competition, task_data, *, deadline_s, options, should_abort):
+    def evaluate(model_dir, competition, task_data, *, deadline_s, options, should_abort, memory_bytes=None):
         if hotkey_of(model_dir) == slow_hotkey:
             deadline_s = SLOW_DEADLINE_S
         return run_isolated(model_dir, competition, task_data, deadline_s=deadline_s, options=options,
-                            should_abort=should_abort)
+                            should_abort=should_abort, memory_bytes=memory_bytes)
 
     return evaluate
 

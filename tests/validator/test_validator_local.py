@@ -18,7 +18,7 @@ def scored_by_repo(scores):
     """A stand-in for the isolated worker: the score is looked up by repo name."""
     calls = []
 
-    def evaluate(model_dir, competition, task_data, *, deadline_s, options, should_abort):
+    def evaluate(model_dir, competition, task_data, *, deadline_s, options, should_abort, memory_bytes=None):
         name = next(s for s in scores if s in str(model_dir) or s == "*")
         calls.append((competition.name, model_dir))
         total = scores[name]

@@ -40,7 +40,7 @@ def test_abort_kills_the_child():
 def test_a_worker_that_cannot_start_is_a_failed_model_not_a_crash(monkeypatch):
     import multiprocessing as mp
 
-    from finetune.validator import worker
+    from finetune.validator import isolation
 
     class NoForkProcess:
         def __init__(self, *args, **kwargs):
@@ -59,7 +59,26 @@ def test_a_worker_that_cannot_start_is_a_failed_model_not_a_crash(monkeypatch):
         Pipe = staticmethod(mp.Pipe)
         Process = NoForkProcess
 
-    monkeypatch.setattr(worker, "_context", lambda: Context())
+    monkeypatch.setattr(isolation, "_context", lambda: Context())
     outcome = run_isolated("/m", None, None, deadline_s=60, job=jobs.ok_job)
     assert not outcome.ok and math.isinf(outcome.total)
     assert outcome.reason == "crashed" and "Cannot allocate memory" in outcome.detail
+
+
+def test_host_memory_exhaustion_is_out_of_memory_for_that_model_only():
+    # A chat template's `'x' * 6e9`, shrunk: 3 GiB asked of a child allowed 512 MiB.
+    outcome = run_isolated("/m", None, 3 << 30, deadline_s=60, job=jobs.memory_bomb_job, memory_bytes=512 << 20)
+    assert not outcome.ok and outcome.reason == "out_of_memory"
+    assert outcome.peak_rss_bytes < (512 << 20) + (1 << 30)  # the allocation failed, it was never made
+
+
+def test_a_child_that_outgrows_its_budget_slowly_is_stopped_by_the_resident_watch():
+    # Memory RLIMIT_DATA does not count (a shared mapping) is still watched by the parent.
+    outcome = run_isolated("/m", None, 3 << 30, deadline_s=60, job=jobs.shared_memory_job, memory_bytes=256 << 20)
+    assert outcome.reason == "out_of_memory"
+    assert "resident size" in outcome.detail
+
+
+def test_the_limit_leaves_a_normal_job_alone():
+    outcome = run_isolated("/m", "comp", {"x": 1}, deadline_s=60, job=jobs.ok_job, memory_bytes=256 << 20)
+    assert outcome.ok and outcome.peak_rss_bytes > 0
