@@ -22,15 +22,19 @@ from competitions.definitions import (
 from competitions.local import LOCAL_INSTRUCT, LOCAL_REASONING
 from finetune.competition import Competition, CompetitionShare, Schedule, ScheduleEntry
 from finetune.errors import ConfigError, UnknownIdError
+from finetune.protocol import NEXT, REFERENCE_31, ScoringProtocol
 
 INSTRUCT_ONLY_BLOCK = 4_675_163  # B7_MULTICHOICE ends; INSTRUCT_8B takes the whole reward
 INSTRUCT_SECOND_PERIOD_BLOCK = 4_900_000  # ours: INSTRUCT_8B's second-period task weights
 REASONING_BLOCK = 5_158_632  # DISTILLED_REASONING_3B replaces INSTRUCT_8B
 
 
-def _entry(start_block: int, *shares: tuple[Competition, float]) -> ScheduleEntry:
+def _entry(
+    start_block: int, protocol: ScoringProtocol, *shares: tuple[Competition, float]
+) -> ScheduleEntry:
     return ScheduleEntry(
         start_block=start_block,
+        protocol=protocol,
         competitions=tuple(CompetitionShare(competition=c, reward_share=s) for c, s in shares),
     )
 
@@ -38,17 +42,17 @@ def _entry(start_block: int, *shares: tuple[Competition, float]) -> ScheduleEntr
 SCHEDULE = Schedule(
     entries=(
         # From before this project's history starts (SN9_MODEL had been retired by then).
-        _entry(0, (B7_MULTICHOICE, 0.75), (INSTRUCT_8B, 0.25)),
-        _entry(INSTRUCT_ONLY_BLOCK, (INSTRUCT_8B, 1.0)),
-        _entry(INSTRUCT_SECOND_PERIOD_BLOCK, (INSTRUCT_8B_V2, 1.0)),
-        _entry(REASONING_BLOCK, (DISTILLED_REASONING_3B, 1.0)),
+        _entry(0, REFERENCE_31, (B7_MULTICHOICE, 0.75), (INSTRUCT_8B, 0.25)),
+        _entry(INSTRUCT_ONLY_BLOCK, REFERENCE_31, (INSTRUCT_8B, 1.0)),
+        _entry(INSTRUCT_SECOND_PERIOD_BLOCK, REFERENCE_31, (INSTRUCT_8B_V2, 1.0)),
+        _entry(REASONING_BLOCK, REFERENCE_31, (DISTILLED_REASONING_3B, 1.0)),
     )
 )
 
 # Devnet and demo: both tiny competitions from block 0; unequal shares so the scaling shows.
 # Reasoning carries the larger share locally: its pure-loss tasks respond to a few minutes of
 # CPU training, so the demo's ranking is robust.
-LOCAL_SCHEDULE = Schedule(entries=(_entry(0, (LOCAL_INSTRUCT, 0.4), (LOCAL_REASONING, 0.6)),))
+LOCAL_SCHEDULE = Schedule(entries=(_entry(0, NEXT, (LOCAL_INSTRUCT, 0.4), (LOCAL_REASONING, 0.6)),))
 
 # Every definition, superseded periods included (INSTRUCT_8B appears twice, same id and name).
 ALL_COMPETITIONS: tuple[Competition, ...] = (

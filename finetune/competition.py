@@ -11,6 +11,8 @@ from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from finetune.protocol import ScoringProtocol
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -147,7 +149,10 @@ class CompetitionShare(_Frozen):
 
 
 class ScheduleEntry(_Frozen):
+    """A period of the schedule: from `start_block`, these competitions, under this protocol."""
+
     start_block: int = Field(ge=0)
+    protocol: ScoringProtocol
     competitions: tuple[CompetitionShare, ...]
 
     @model_validator(mode="after")
@@ -180,6 +185,10 @@ class Schedule(_Frozen):
             if entry.start_block <= block:
                 current = entry
         return current
+
+    def protocol_at(self, block: int) -> ScoringProtocol:
+        """The scoring protocol in force at `block`."""
+        return self.active_at(block).protocol
 
     def competition_at(self, competition_id: int, block: int) -> Competition | None:
         """The definition of a competition in force at `block`, or None if not active then."""

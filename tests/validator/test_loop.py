@@ -80,13 +80,14 @@ def test_a_failing_metrics_sink_never_loses_the_round(tmp_path, tiny_model_dir):
 
 def test_an_ended_competition_stops_getting_weight_at_once(tmp_path, tiny_model_dir):
     from finetune.competition import CompetitionShare, Schedule, ScheduleEntry
+    from finetune.protocol import NEXT
 
-    both = ScheduleEntry(start_block=0, competitions=(
+    both = ScheduleEntry(start_block=0, protocol=NEXT, competitions=(
         CompetitionShare(competition=competitions.LOCAL_INSTRUCT, reward_share=0.5),
         CompetitionShare(competition=competitions.LOCAL_REASONING, reward_share=0.5)))
     chain, store = make_subnet(tmp_path, ["inst", "reas"])
     end = chain.current_block() + 100
-    schedule = Schedule(entries=(both, ScheduleEntry(start_block=end, competitions=(
+    schedule = Schedule(entries=(both, ScheduleEntry(start_block=end, protocol=NEXT, competitions=(
         CompetitionShare(competition=competitions.LOCAL_REASONING, reward_share=1.0),))))
     publish_model(chain, store, tiny_model_dir, hotkey="inst", repo_id="i/model",
                   competition_id=competitions.LOCAL_INSTRUCT.id)
