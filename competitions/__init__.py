@@ -19,7 +19,6 @@ from competitions.render import render_markdown
 from competitions.schedule import (
     ALL_COMPETITIONS,
     INSTRUCT_ONLY_BLOCK,
-    INSTRUCT_SECOND_PERIOD_BLOCK,
     LOCAL_SCHEDULE,
     REASONING_BLOCK,
     SCHEDULE,
@@ -38,7 +37,6 @@ __all__ = [
     "INSTRUCT_8B",
     "INSTRUCT_8B_V2",
     "INSTRUCT_ONLY_BLOCK",
-    "INSTRUCT_SECOND_PERIOD_BLOCK",
     "LOCAL_INSTRUCT",
     "LOCAL_REASONING",
     "LOCAL_SCHEDULE",

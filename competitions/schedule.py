@@ -1,9 +1,9 @@
 """The schedules (start block -> competitions in force) and lookups by name or id.
 
-Mainnet history (SPEC §4): B7_MULTICHOICE 75 % + INSTRUCT_8B 25 %, then INSTRUCT_8B alone from
-4,675,163, then INSTRUCT_8B with its second-period task weights from 4,900,000 (the reference
-does not say when the weights changed; that block is our choice, between the two known ones),
-then DISTILLED_REASONING_3B alone from 5,158,632.
+Mainnet history (SPEC §4), as the reference's schedule has it: B7_MULTICHOICE 75 % +
+INSTRUCT_8B 25 %, then INSTRUCT_8B alone with its second-period task weights from 4,675,163,
+then DISTILLED_REASONING_3B alone from 5,158,632. Every mainnet period runs protocol
+`reference-3.1`; the local schedule (devnet, demo, tests) runs `next`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from finetune.errors import ConfigError, UnknownIdError
 from finetune.protocol import NEXT, REFERENCE_31, ScoringProtocol
 
 INSTRUCT_ONLY_BLOCK = 4_675_163  # B7_MULTICHOICE ends; INSTRUCT_8B takes the whole reward
-INSTRUCT_SECOND_PERIOD_BLOCK = 4_900_000  # ours: INSTRUCT_8B's second-period task weights
 REASONING_BLOCK = 5_158_632  # DISTILLED_REASONING_3B replaces INSTRUCT_8B
 
 
@@ -43,8 +42,8 @@ SCHEDULE = Schedule(
     entries=(
         # From before this project's history starts (SN9_MODEL had been retired by then).
         _entry(0, REFERENCE_31, (B7_MULTICHOICE, 0.75), (INSTRUCT_8B, 0.25)),
-        _entry(INSTRUCT_ONLY_BLOCK, REFERENCE_31, (INSTRUCT_8B, 1.0)),
-        _entry(INSTRUCT_SECOND_PERIOD_BLOCK, REFERENCE_31, (INSTRUCT_8B_V2, 1.0)),
+        # B7 ends; INSTRUCT_8B takes the whole reward with its second-period task weights.
+        _entry(INSTRUCT_ONLY_BLOCK, REFERENCE_31, (INSTRUCT_8B_V2, 1.0)),
         _entry(REASONING_BLOCK, REFERENCE_31, (DISTILLED_REASONING_3B, 1.0)),
     )
 )
@@ -170,7 +169,6 @@ def get_competition(
 __all__ = [
     "ALL_COMPETITIONS",
     "INSTRUCT_ONLY_BLOCK",
-    "INSTRUCT_SECOND_PERIOD_BLOCK",
     "LOCAL_SCHEDULE",
     "REASONING_BLOCK",
     "SCHEDULE",

@@ -73,4 +73,41 @@ def aggregate_score(
     return math.fsum(weights[name] * value for name, value in normalised.items())
 
 
-__all__ = ["aggregate_score", "effective_weights", "normalised_scores"]
+def reference_score(
+    raw_by_task: Mapping[str, float],
+    tasks: Sequence[EvalTaskSpec],
+    dropped: Collection[str] = (),
+) -> float:
+    """The score as the reference computes it (protocol `reference-3.1`).
+
+    A plain running sum in task order, each weight divided by the remaining weights' sum only
+    when that sum is not close to 1. Unlike `aggregate_score`, a NaN raw score is not a
+    failure: it makes the score NaN, which beats no model and is beaten by none (see
+    `finetune.scoring.wins`); a missing result (the model's scoring raised) is inf, and an
+    inf raw score is 1 on a capped normalisation, inf otherwise.
+
+    Returns:
+        The score, NaN and inf included; inf when every task was dropped.
+    """
+    kept = [t for t in tasks if t.name not in dropped]
+    if not kept:
+        return math.inf
+    total = sum(t.weight for t in kept)
+    rescale = not math.isclose(total, 1.0) and total > 0
+    score = 0
+    for task in kept:
+        raw = raw_by_task.get(task.name, math.inf)
+        score += _reference_normalise(task, raw) * (task.weight / total if rescale else task.weight)
+    return float(score)
+
+
+def _reference_normalise(task: EvalTaskSpec, raw: float) -> float:
+    norm = task.normalization
+    if norm.ceiling is None or norm.kind.value == "none":
+        return raw
+    if raw >= norm.ceiling:
+        return 1.0
+    return (1 - math.exp(-raw / norm.ceiling)) / (1 - math.exp(-1))  # NaN stays NaN
+
+
+__all__ = ["aggregate_score", "effective_weights", "normalised_scores", "reference_score"]

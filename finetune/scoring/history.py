@@ -21,6 +21,9 @@ class EvalRecord(BaseModel):
     block: int = Field(ge=0)  # block of the round that produced it
     score: float  # aggregate score, lower is better
     fingerprint: str = ""  # the competition's task names and versions at the time
+    # The round's winner when this record was made (the reference's retry rule reads them).
+    winner_block: float = 0  # float: the reference keeps inf for a winner with no model
+    winner_score: float = math.inf
 
 
 def append_record(
@@ -80,4 +83,26 @@ def should_retry(
     return True
 
 
-__all__ = ["EvalRecord", "append_record", "should_retry"]
+def should_retry_reference(
+    history: Sequence[EvalRecord], *, block_now: int, epsilon_spec: EpsilonSpec
+) -> bool:
+    """The reference's retry rule (protocol `reference-3.1`), on the model's own records.
+
+    1. never evaluated -> yes;
+    2. take its last record whose score is not inf (NaN counts as a result): it lost to the
+       winner of that round by raw score -> no; else yes iff its score is below that winner's
+       score reduced by the winner's ε now (whichever model was earlier);
+    3. no such record -> yes iff it has fewer than two records (one retry after a failure).
+    """
+    if not history:
+        return True
+    for record in reversed(history):
+        if record.score != math.inf:
+            if record.score > record.winner_score:
+                return False
+            eps = epsilon(epsilon_spec, block_now, record.winner_block)
+            return record.score < record.winner_score * (1 - eps)
+    return len(history) < 2
+
+
+__all__ = ["EvalRecord", "append_record", "should_retry", "should_retry_reference"]

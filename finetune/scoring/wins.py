@@ -12,9 +12,11 @@ from finetune.competition import EpsilonSpec
 from finetune.scoring.epsilon import epsilon
 
 
-def _clean(score: float) -> float:
+def _clean(score: float, nan_ties: bool = False) -> float:
     if math.isnan(score):
-        return math.inf  # a NaN score is a failure; NaN would compare false both ways
+        # Ours: a NaN score is a failure. The reference's: NaN compares false both ways, so
+        # it beats no model and is beaten by none.
+        return score if nan_ties else math.inf
     if score < 0:
         raise ValueError(f"scores must be >= 0 (lower is better), got {score}")
     return score
@@ -40,6 +42,8 @@ def is_win(
     block_j: int,
     block_now: int,
     spec: EpsilonSpec,
+    *,
+    nan_ties: bool = False,
 ) -> bool:
     """True iff model i beats model j: its adjusted score is strictly lower.
 
@@ -50,8 +54,8 @@ def is_win(
     Raises:
         ValueError: a negative score (ε would then penalise the earlier model).
     """
-    a = adjusted_score(_clean(score_i), block_i, block_j, block_now, spec)
-    b = adjusted_score(_clean(score_j), block_j, block_i, block_now, spec)
+    a = adjusted_score(_clean(score_i, nan_ties), block_i, block_j, block_now, spec)
+    b = adjusted_score(_clean(score_j, nan_ties), block_j, block_i, block_now, spec)
     return a < b
 
 
@@ -60,6 +64,8 @@ def compute_wins(
     blocks: Mapping[int, int],
     block_now: int,
     epsilon_spec: EpsilonSpec,
+    *,
+    nan_ties: bool = False,
 ) -> tuple[dict[int, int], dict[int, float]]:
     """Wins and win rates of every model of one competition round.
 
@@ -68,6 +74,7 @@ def compute_wins(
         blocks: uid -> block of the model's commitment; must cover every uid of `scores`.
         block_now: the block of the round (ε is computed at it).
         epsilon_spec: the competition's epsilon.
+        nan_ties: the reference's NaN (beats none, beaten by none) instead of a failure.
 
     Returns:
         (wins, win_rate): uid -> number of other models beaten, and uid -> wins / (n − 1).
@@ -82,7 +89,8 @@ def compute_wins(
     for i in uids:
         for j in uids:
             if i != j and is_win(
-                scores[i], scores[j], blocks[i], blocks[j], block_now, epsilon_spec
+                scores[i], scores[j], blocks[i], blocks[j], block_now, epsilon_spec,
+                nan_ties=nan_ties,
             ):
                 wins[i] += 1
     others = len(uids) - 1

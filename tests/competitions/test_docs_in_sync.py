@@ -35,7 +35,6 @@ def test_tables_name_every_task_weight_and_start_block():
     # The prose quotes the schedule blocks too.
     for block in (
         comps.INSTRUCT_ONLY_BLOCK,
-        comps.INSTRUCT_SECOND_PERIOD_BLOCK,
         comps.REASONING_BLOCK,
     ):
         assert f"{block:,}" in text.split(BEGIN_MARKER)[0]

@@ -18,10 +18,11 @@ def test_mainnet_history():
 
 
 def test_instruct_periods_by_block():
-    first = comps.get_competition("INSTRUCT_8B", block=comps.INSTRUCT_ONLY_BLOCK)
-    second = comps.get_competition(3, block=comps.INSTRUCT_SECOND_PERIOD_BLOCK)
+    # As the reference's schedule: the task weights changed when B7_MULTICHOICE ended.
+    first = comps.get_competition("INSTRUCT_8B", block=comps.INSTRUCT_ONLY_BLOCK - 1)
+    second = comps.get_competition(3, block=comps.INSTRUCT_ONLY_BLOCK)
     assert first is comps.INSTRUCT_8B and second is comps.INSTRUCT_8B_V2
-    assert comps.INSTRUCT_ONLY_BLOCK < comps.INSTRUCT_SECOND_PERIOD_BLOCK < comps.REASONING_BLOCK
+    assert comps.INSTRUCT_ONLY_BLOCK < comps.REASONING_BLOCK
     # Without a block: the latest definition.
     assert comps.get_competition("INSTRUCT_8B") is comps.INSTRUCT_8B_V2
 
