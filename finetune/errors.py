@@ -82,6 +82,12 @@ class ChainTimeout(ChainError, TimeoutError):
     reason = "chain_timeout"
 
 
+class ChainBusy(ChainTimeout):
+    """A call refused at once: an earlier call on the same client is still outstanding."""
+
+    reason = "chain_busy"
+
+
 class NotRegistered(ChainError):
     reason = "not_registered"
 

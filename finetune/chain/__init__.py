@@ -10,10 +10,10 @@ from finetune.chain.client import (
     ChainClient,
     MetagraphSnapshot,
     NeuronInfo,
-    call_with_deadline,
     hotkey_address,
     open_chain,
 )
+from finetune.chain.deadline import CallExecutor, call_with_deadline
 from finetune.chain.devnet import DevnetChain, devnet_block_hash
 from finetune.chain.model_id import (
     MAX_COMMITMENT_BYTES,
@@ -43,6 +43,7 @@ __all__ = [
     "MAX_COMMITMENT_BYTES",
     "MAX_REPO_ID_CHARS",
     "BittensorChain",
+    "CallExecutor",
     "ChainClient",
     "DevnetChain",
     "MetagraphSnapshot",

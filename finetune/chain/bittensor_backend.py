@@ -1,10 +1,17 @@
 """`ChainClient` over a real subtensor node, through the bittensor 11 SDK.
 
-Uses the SDK's blocking client (``bittensor.Subtensor``). Each call runs under
-`call_with_deadline`, and SDK failures map to `finetune.errors` in one place
-(`_map_sdk_error`). Tests inject an in-memory substrate with ``substrate=`` so the real SDK
-code (metagraph decoding, raw-call submission, SetWeights preflight and conforming) runs
-offline.
+Uses the SDK's blocking client (``bittensor.Subtensor``). Each call runs on the client's
+`CallExecutor` under its deadline, so all SDK use happens on one worker thread and a hung
+node holds that one thread (later calls fail fast until the hung call returns). SDK failures
+map to `finetune.errors` in one place (`_map_sdk_error`). Tests inject an in-memory
+substrate with ``substrate=`` so the real SDK code (metagraph decoding, raw-call submission,
+SetWeights preflight and conforming) runs offline.
+
+After a hang the SDK client is kept, not rebuilt: its RPC session already reconnects and
+resubmits on its own response timeout and redials after giving up, so the hung call returns
+and the same client works again. Closing it while a call is still in flight would be worse:
+a close that does not fail the pending request (during connect, say) stops the SDK's event
+loop under it and strands the worker for good.
 
 Not covered offline (needs a node): the RPC transport itself (runtime metadata, SCALE
 encoding of the composed call, signing and inclusion), and SetWeights' commit-reveal path
@@ -17,11 +24,13 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import bittensor as bt
 from bittensor.result import BittensorError, ConnectionNotReady, ErrorCode, RpcConnectionError
 
-from finetune.chain.client import MetagraphSnapshot, NeuronInfo, call_with_deadline
+from finetune.chain.client import MetagraphSnapshot, NeuronInfo
+from finetune.chain.deadline import CallExecutor, call_with_deadline
 from finetune.chain.model_id import commitment_text
 from finetune.errors import (
     ChainError,
@@ -59,6 +68,14 @@ def _map_sdk_error(error: BaseException, what: str) -> BaseException:
     return error
 
 
+def _endpoint_name(network: str) -> str:
+    """A network name, or an endpoint's host:port (a URL's path or userinfo may hold a key)."""
+    if not network.startswith(("ws://", "wss://")):
+        return network
+    parts = urlsplit(network)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
 class BittensorChain:
     """A subtensor node as a `ChainClient`.
 
@@ -88,10 +105,13 @@ class BittensorChain:
         self._sub = bt.Subtensor(
             network, substrate=substrate, fallback_endpoints=pinned, archive_endpoints=pinned
         )
+        self._calls = CallExecutor(_endpoint_name(network))
 
     def _run(self, what: str, fn: Callable[[], T]) -> T:
         try:
-            return call_with_deadline(fn, timeout_s=self.timeout_s, what=what)
+            return call_with_deadline(
+                fn, timeout_s=self.timeout_s, what=what, executor=self._calls
+            )
         except ChainTimeout:  # a TimeoutError, hence an OSError: keep it as it is
             raise
         except (BittensorError, OSError) as error:
@@ -103,7 +123,12 @@ class BittensorChain:
             raise _map_sdk_error(error, what) from error
 
     def close(self) -> None:
-        """Close the connection (optional: the SDK also closes it on garbage collection)."""
+        """Close the connection and let the call worker exit.
+
+        Optional: the SDK closes the connection on garbage collection, and an idle worker
+        exits on its own.
+        """
+        self._calls.close()
         self._sub.close()
 
     def current_block(self) -> int:

@@ -1,21 +1,18 @@
-"""The chain interface the validator and miner use, its records, and the deadline helper.
+"""The chain interface the validator and miner use, and its records.
 
 Two backends implement `ChainClient`: `BittensorChain` (a real subtensor node, through the
 bittensor 11 SDK) and `DevnetChain` (a SQLite file several local processes share). Pick one
-with `open_chain`.
+with `open_chain`. Call deadlines are in `finetune.chain.deadline`.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from finetune.errors import ChainTimeout, ConfigError
-
-T = TypeVar("T")
+from finetune.errors import ConfigError
 
 CHAIN_SPEC_FORMS = "finney | test | local | ws://HOST:PORT | wss://HOST:PORT | devnet:PATH"
 
@@ -71,7 +68,8 @@ class MetagraphSnapshot:
 class ChainClient(Protocol):
     """What the validator and miner need from a chain. Every call honours a deadline.
 
-    Errors (all from `finetune.errors`): `ChainTimeout` when a call overruns its deadline,
+    Errors (all from `finetune.errors`): `ChainTimeout` when a call overruns its deadline
+    (and, at once, for a call made while an earlier one is still outstanding past its own),
     `ChainUnreachable` when the endpoint cannot be reached, `NotRegistered` when the
     signing hotkey is not on the subnet, `RateLimited` (with ``retry_after_blocks`` when
     known) and `SpaceLimitExceeded` for chain limits, `ChainError` for anything else.
@@ -113,43 +111,6 @@ def hotkey_address(wallet: Any) -> str:
     if not isinstance(address, str):
         raise ConfigError(f"cannot find a hotkey address on {type(wallet).__name__!r}")
     return address
-
-
-def call_with_deadline(fn: Callable[[], T], *, timeout_s: float, what: str) -> T:
-    """Run a blocking call in a worker thread and give up on it after `timeout_s`.
-
-    The worker is a daemon thread: a call that never returns is abandoned (it cannot be
-    killed) but never blocks the caller or the interpreter's exit.
-
-    Args:
-        fn: the blocking call.
-        timeout_s: the deadline in seconds.
-        what: names the call in the timeout message.
-
-    Returns:
-        What `fn` returned.
-
-    Raises:
-        ChainTimeout: `fn` did not finish in time.
-        BaseException: whatever `fn` raised, re-raised in the caller's thread.
-    """
-    outcome: dict[str, Any] = {}
-    done = threading.Event()
-
-    def work() -> None:
-        try:
-            outcome["value"] = fn()
-        except BaseException as error:  # handed to the caller, who decides
-            outcome["error"] = error
-        finally:
-            done.set()
-
-    threading.Thread(target=work, name=f"chain:{what}", daemon=True).start()
-    if not done.wait(timeout_s):
-        raise ChainTimeout(f"chain call {what} did not return within {timeout_s:g}s", call=what)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 def open_chain(spec: str, *, netuid: int, timeout_s: float = 60.0) -> ChainClient:

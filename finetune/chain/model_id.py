@@ -1,9 +1,19 @@
-"""The model id a miner commits on chain, and its one parser (SPEC §2).
+"""The model id a miner commits on chain, and its parsers (SPEC §2).
 
 Text form: ``namespace:name:commit:secure_hash:competition_id``, at most 128 bytes so it fits
-one ``Raw`` commitment field. ``namespace/name`` is the Hugging Face repo id (at most 38
-characters), ``commit`` the 40-hex commit sha, ``secure_hash`` 44 characters of base64 (a
-SHA-256 digest) and ``competition_id`` an integer in 0..255.
+one ``Raw`` commitment field. ``namespace/name`` is the Hugging Face repo id, ``commit`` the
+40-hex commit sha, ``secure_hash`` 44 characters of base64 (a SHA-256 digest) and
+``competition_id`` an integer.
+
+Two readings, chosen by the protocol's `CheckRules.commitment`:
+
+- ``strict`` (ours, `parse_commitment`): exactly 5 fields, a repo id of at most 38
+  characters, a canonical base64 secure hash and a canonical decimal id in 0..255.
+- ``reference`` (`parse_reference_commitment`): what the reference's validator reads (the
+  competition id as Python's `int` reads it, a 4-field legacy text as competition 0, extra
+  fields ignored, any secure hash text, repo ids as long as 128 bytes allow), minus what no
+  validator could ever download: a commit that is not 40 lowercase hex, repo names the Hub
+  does not allow.
 
 Chain data is untrusted: ``decode_commitment`` turns *anything* into a `ModelId` or a
 `Rejection` and never raises. What it accepts:
@@ -25,6 +35,7 @@ from dataclasses import dataclass
 
 import constants
 from finetune.errors import InvalidCommitment
+from finetune.protocol import NEXT, CheckRules
 
 MAX_COMMITMENT_BYTES = constants.COMMITMENT_MAX_BYTES  # one Raw field holds Raw0..Raw128
 MAX_REPO_ID_CHARS = constants.MAX_REPO_ID_LENGTH  # what the other fields leave of 128 bytes
@@ -59,6 +70,13 @@ def _check_repo_part(part: str, what: str) -> None:
         raise _fail(f"{what} must not contain '..' or '--'", part)
 
 
+def _check_repo_parts(namespace: object, name: object) -> None:
+    if not isinstance(namespace, str) or not isinstance(name, str):
+        raise _fail("namespace and name must be strings", (namespace, name))
+    _check_repo_part(namespace, "namespace")
+    _check_repo_part(name, "repo name")
+
+
 def validate_repo_id(repo_id: str) -> None:
     """Check a Hugging Face repo id as this subnet restricts it.
 
@@ -77,21 +95,24 @@ def validate_repo_id(repo_id: str) -> None:
         raise _fail(f"repo id must be at most {MAX_REPO_ID_CHARS} characters", repo_id)
     if repo_id.count("/") != 1:
         raise _fail("repo id must contain exactly one '/'", repo_id)
-    namespace, name = repo_id.split("/")
-    _check_repo_part(namespace, "namespace")
-    _check_repo_part(name, "repo name")
+    _check_repo_parts(*repo_id.split("/"))
 
 
 @dataclass(frozen=True)
 class ModelId:
-    """A valid model id; building one with bad fields raises `InvalidCommitment`.
+    """A model id the chain can carry and a validator can use safely.
+
+    Building one with bad fields raises `InvalidCommitment`. The format rules only our own
+    protocol adds (a repo id of at most 38 characters, a canonical base64 secure hash, an id
+    in 0..255) belong to the strict parser and to `for_repo`, not to this record: a
+    reference-protocol validator must hold ids the reference reads.
 
     Attributes:
         namespace: Hub user or organisation.
         name: Hub repo name.
         commit: 40 lowercase hex characters, the Hub commit sha.
-        secure_hash: base64 of a SHA-256 digest (44 characters, canonical padding).
-        competition_id: the competition entered, 0..255.
+        secure_hash: the committed secure hash, as text without ':' (compared, never parsed).
+        competition_id: the competition entered.
     """
 
     namespace: str
@@ -101,16 +122,17 @@ class ModelId:
     competition_id: int
 
     def __post_init__(self) -> None:
-        if not isinstance(self.namespace, str) or not isinstance(self.name, str):
-            raise _fail("namespace and name must be strings", (self.namespace, self.name))
-        validate_repo_id(f"{self.namespace}/{self.name}")
+        _check_repo_parts(self.namespace, self.name)
         if not isinstance(self.commit, str) or not _COMMIT.fullmatch(self.commit):
             raise _fail("commit must be 40 lowercase hex characters", self.commit)
-        if not isinstance(self.secure_hash, str) or not _canonical_sha256_b64(self.secure_hash):
-            raise _fail("secure hash must be base64 of 32 bytes (44 characters)", self.secure_hash)
+        if not isinstance(self.secure_hash, str) or ":" in self.secure_hash:
+            raise _fail("secure hash must be text without ':'", self.secure_hash)
         cid = self.competition_id
-        if isinstance(cid, bool) or not isinstance(cid, int) or not 0 <= cid <= MAX_COMPETITION_ID:
-            raise _fail(f"competition id must be an integer in 0..{MAX_COMPETITION_ID}", cid)
+        if isinstance(cid, bool) or not isinstance(cid, int):
+            raise _fail("competition id must be an integer", cid)
+        text = self.to_commitment()
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_COMMITMENT_BYTES:
+            raise _fail(f"commitment must be at most {MAX_COMMITMENT_BYTES} bytes", text)
 
     @classmethod
     def for_repo(
@@ -123,6 +145,7 @@ class ModelId:
         """
         validate_repo_id(repo_id)
         namespace, name = repo_id.split("/")
+        _check_strict_fields(secure_hash, competition_id)
         return cls(namespace, name, commit, secure_hash, competition_id)
 
     @property
@@ -131,12 +154,16 @@ class ModelId:
         return f"{self.namespace}/{self.name}"
 
     def to_commitment(self) -> str:
-        """The text published on chain (at most 128 utf-8 bytes, by construction)."""
-        text = (
-            f"{self.namespace}:{self.name}:{self.commit}:{self.secure_hash}:{self.competition_id}"
-        )
-        assert len(text.encode()) <= MAX_COMMITMENT_BYTES, text  # implied by the field rules
-        return text
+        """The text published on chain (at most 128 utf-8 bytes, checked on construction)."""
+        return f"{self.namespace}:{self.name}:{self.commit}:{self.secure_hash}:{self.competition_id}"
+
+
+def _check_strict_fields(secure_hash: object, competition_id: object) -> None:
+    if not isinstance(secure_hash, str) or not _canonical_sha256_b64(secure_hash):
+        raise _fail("secure hash must be base64 of 32 bytes (44 characters)", secure_hash)
+    cid = competition_id
+    if isinstance(cid, bool) or not isinstance(cid, int) or not 0 <= cid <= MAX_COMPETITION_ID:
+        raise _fail(f"competition id must be an integer in 0..{MAX_COMPETITION_ID}", cid)
 
 
 @dataclass(frozen=True)
@@ -191,8 +218,19 @@ def _as_text(data: object) -> str:
     raise _fail("commitment must be text or bytes", data)
 
 
+def _checked_text(data: str | bytes) -> str:
+    text = _as_text(data)
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # lone surrogates cannot come from chain bytes
+        raise _fail("commitment must be valid unicode", text) from None
+    if size > MAX_COMMITMENT_BYTES:
+        raise _fail(f"commitment must be at most {MAX_COMMITMENT_BYTES} bytes", text)
+    return text
+
+
 def parse_commitment(data: str | bytes) -> ModelId:
-    """Parse chain commitment data into a `ModelId`.
+    """Parse chain commitment data into a `ModelId` by our strict rules (protocol ``next``).
 
     Args:
         data: the commitment as text, utf-8 bytes, or bittensor's ``0x``-hex rendering of
@@ -205,34 +243,60 @@ def parse_commitment(data: str | bytes) -> ModelId:
         InvalidCommitment: the data is not a valid model id; the message names the broken
             rule and quotes the bad value.
     """
-    text = _as_text(data)
-    try:
-        size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:  # lone surrogates cannot come from chain bytes
-        raise _fail("commitment must be valid unicode", text) from None
-    if size > MAX_COMMITMENT_BYTES:
-        raise _fail(f"commitment must be at most {MAX_COMMITMENT_BYTES} bytes", text)
-    parts = text.split(":")
+    parts = _checked_text(data).split(":")
     if len(parts) != 5:
-        raise _fail("commitment must have 5 ':'-separated fields", text)
+        raise _fail("commitment must have 5 ':'-separated fields", ":".join(parts))
     namespace, name, commit, secure_hash, competition = parts
+    validate_repo_id(f"{namespace}/{name}")
     if not _COMPETITION_ID.fullmatch(competition):
         raise _fail(
             "competition id must be a decimal integer without sign or leading zero", competition
         )
+    _check_strict_fields(secure_hash, int(competition))
     return ModelId(namespace, name, commit, secure_hash, int(competition))
 
 
-def decode_commitment(data: object) -> ModelId | Rejection:
-    """Like `parse_commitment`, but never raises: bad data becomes a `Rejection`.
+def _reference_competition_id(token: str) -> int:
+    try:
+        return int(token)  # what the reference does: ' 3', '+3', '03', '1_0', '٣' all read
+    except ValueError:
+        raise _fail("competition id is not an integer as Python's int() reads it", token) from None
+
+
+def parse_reference_commitment(data: str | bytes) -> ModelId:
+    """Parse chain commitment data as the reference's validator does (protocol ``reference-3.1``).
+
+    Fields are split on ':'. With fewer than 5 fields the text is a legacy id of competition
+    0 whose fourth field is the secure hash; otherwise the fifth field is read with `int`
+    and later fields are ignored. The secure hash is kept as text: one that is no digest
+    never matches the files. A repo id may be as long as the 128 bytes allow.
+
+    Raises:
+        InvalidCommitment: what the reference also cannot use (no fourth field, an id `int`
+            refuses) or what no validator could download: a commit that is not 40 lowercase
+            hex (the reference reads ``None`` and branch names too, then fails or follows a
+            branch) and repo names outside the Hub's rules.
+    """
+    parts = _checked_text(data).split(":")
+    if len(parts) < 4:
+        raise _fail("commitment must have at least 4 ':'-separated fields", ":".join(parts))
+    namespace, name, commit, secure_hash = parts[:4]
+    competition = 0 if len(parts) < 5 else _reference_competition_id(parts[4])
+    return ModelId(namespace, name, commit, secure_hash, competition)
+
+
+def decode_commitment(data: object, *, rules: CheckRules = NEXT.checks) -> ModelId | Rejection:
+    """Parse commitment data by the protocol's rules, but never raise: bad data is a `Rejection`.
 
     Args:
         data: anything read from chain (text, bytes, hex text, None, ...).
+        rules: the protocol's check rules; `rules.commitment` picks the parser.
 
     Returns:
         The model id, or a rejection whose ``reason`` says what is wrong.
     """
+    parse = parse_reference_commitment if rules.commitment == "reference" else parse_commitment
     try:
-        return parse_commitment(data)  # type: ignore[arg-type]
+        return parse(data)  # type: ignore[arg-type]
     except InvalidCommitment as error:
         return Rejection(str(error))

@@ -46,6 +46,10 @@ class FakeSubstrate:
     submitted: list[tuple[Any, str, dict]] = field(default_factory=list)
     fail_next_submit: dict | None = None  # a DispatchError payload for the next write
     hang: bool = False  # when True, block_number never answers (a stuck node)
+    # When True, every read and write waits until it is set back to False: a node that stops
+    # answering, then answers again. `delay_s` slows every answer down (a busy node).
+    stall: bool = False
+    delay_s: float = 0.0
     connects: int = 0
     token_symbols: dict[int, str] = field(default_factory=dict)
 
@@ -57,10 +61,17 @@ class FakeSubstrate:
     async def connect(self) -> None:
         self.connects += 1
 
+    async def _answer(self) -> None:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        while self.stall:
+            await asyncio.sleep(0.01)
+
     async def close(self) -> None:
         return None
 
     async def block_number(self) -> int:
+        await self._answer()
         if self.hang:
             await asyncio.sleep(3600)
         return self.block
@@ -69,6 +80,7 @@ class FakeSubstrate:
         return self.block
 
     async def block_hash(self, block: int | None = None) -> str:
+        await self._answer()
         return "0x" + f"{self.block if block is None else block:064x}"
 
     async def block_time(self) -> float:
@@ -83,6 +95,7 @@ class FakeSubstrate:
         return next((i for i, n in enumerate(self.neurons) if n.hotkey == hotkey), None)
 
     async def query(self, module: str, name: str, params=None, block_hash=None) -> Any:
+        await self._answer()
         params = list(params or [])
         answers = {
             ("SubtensorModule", "Uids"): lambda: self._uid(params[1]),
@@ -99,6 +112,7 @@ class FakeSubstrate:
         return answers[(module, name)]()
 
     async def query_map(self, module: str, name: str, params=None, block_hash=None) -> list:
+        await self._answer()
         if (module, name) == ("SubtensorModule", "TokenSymbol"):
             return []
         if (module, name) == ("Commitments", "CommitmentOf"):
@@ -110,6 +124,7 @@ class FakeSubstrate:
         raise AssertionError(f"fake substrate has no storage map {module}.{name}")
 
     async def runtime_call(self, api: str, method: str, params: list, block_hash=None) -> Any:
+        await self._answer()
         if (api, method) != ("SubnetInfoRuntimeApi", "get_metagraph"):
             raise AssertionError(f"fake substrate has no runtime api {api}.{method}")
         if params != [self.netuid]:
@@ -147,6 +162,7 @@ class FakeSubstrate:
         return Balance.from_rao(0)
 
     async def submit(self, call: Any, keypair: Any, **options: Any) -> ExtrinsicResult:
+        await self._answer()
         signer = keypair.ss58_address
         self.submitted.append((call, signer, options))
         if self.fail_next_submit is not None:

@@ -1,11 +1,9 @@
-"""Chain records, the deadline helper, wallet addresses and open_chain dispatch."""
+"""Chain records, wallet addresses and open_chain dispatch."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 from types import SimpleNamespace
 
 import pytest
@@ -15,11 +13,10 @@ from finetune.chain import (
     ChainClient,
     MetagraphSnapshot,
     NeuronInfo,
-    call_with_deadline,
     hotkey_address,
     open_chain,
 )
-from finetune.errors import ChainTimeout, ConfigError
+from finetune.errors import ConfigError
 
 
 def test_snapshot_helpers():
@@ -31,22 +28,6 @@ def test_snapshot_helpers():
     assert graph.by_uid(0) is a and graph.by_uid(5) is None
     with pytest.raises(AttributeError):
         a.stake = 3.0  # frozen
-
-
-def test_deadline_returns_value_and_reraises_errors():
-    assert call_with_deadline(lambda: 42, timeout_s=1, what="x") == 42
-    with pytest.raises(KeyError):
-        call_with_deadline(lambda: {}["missing"], timeout_s=1, what="x")
-
-
-def test_deadline_gives_up_on_a_stuck_call():
-    release = threading.Event()
-    start = time.monotonic()
-    with pytest.raises(ChainTimeout, match="stuck did not return within 0.1s") as info:
-        call_with_deadline(lambda: release.wait(30), timeout_s=0.1, what="stuck")
-    assert time.monotonic() - start < 1
-    assert info.value.reason == "chain_timeout"
-    release.set()
 
 
 def test_hotkey_address_shapes():

@@ -19,7 +19,7 @@ from collections import namedtuple
 import pytest
 
 import competitions
-from finetune.chain import call_with_deadline, open_chain
+from finetune.chain import CallExecutor, call_with_deadline, open_chain
 from finetune.errors import ChainUnreachable
 from finetune.scoring import fallback_seed
 from finetune.validator.state import load_state
@@ -58,14 +58,16 @@ def _timed_run(validator, stop_after_s: float) -> tuple[int, float]:
 class HangingChain:
     """Wraps a chain; the calls named in `hang` never return, and every call has a deadline.
 
-    The deadline is `call_with_deadline`, the helper `BittensorChain` runs each SDK call
-    under, so a hung node looks to the validator exactly as it would in production.
+    Calls run on one `CallExecutor` under `call_with_deadline`, as `BittensorChain` runs each
+    SDK call, so a hung node looks to the validator exactly as it would in production: the
+    hung call times out, and every call after it fails fast while it is outstanding.
     """
 
     def __init__(self, inner, hang: set[str], timeout_s: float = 0.3) -> None:
         self.inner, self.hang, self.timeout_s = inner, hang, timeout_s
         self.netuid = inner.netuid
-        self.release = threading.Event()  # set at teardown so the abandoned threads end
+        self.release = threading.Event()  # set at teardown so the hung calls return
+        self._calls = CallExecutor("hanging")
 
     def _call(self, name: str, *args, **kwargs):
         def work():
@@ -73,7 +75,7 @@ class HangingChain:
                 self.release.wait()
             return getattr(self.inner, name)(*args, **kwargs)
 
-        return call_with_deadline(work, timeout_s=self.timeout_s, what=name)
+        return call_with_deadline(work, timeout_s=self.timeout_s, what=name, executor=self._calls)
 
     def current_block(self):
         return self._call("current_block")
