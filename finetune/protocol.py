@@ -67,15 +67,49 @@ class EvalRules(_Frozen):
 
 
 class CheckRules(_Frozen):
-    """What makes a model acceptable before it is scored (SPEC §4, §8).
+    """What makes a commitment and a model acceptable before it is scored (SPEC §2, §4, §8).
 
     Attributes:
         reject_unused_weights: ours rejects files holding tensors no layer uses; the reference
-            loads such a model and ignores them. Missing weights reject in both (the model
-            would be random, and differently random on every validator: a safety divergence).
+            loads such a model and ignores them (so a header count bounds nothing either, and
+            only ours rejects a header count over twice the limit before downloading). Missing
+            weights reject in both (the model would be random, and differently random on every
+            validator: a safety divergence).
+        commitment: how chain text becomes a model id. ``reference``: as the reference's
+            validator reads it: split on ':', a 4-field text is a legacy id of competition 0,
+            the competition id read as Python's `int` reads it (' 3', '03', '+3', '1_0',
+            Unicode digits), fields after the fifth ignored, a repo id as long as the 128
+            bytes allow (40 characters), any secure hash text (one that is no digest simply
+            never matches); still required, a safety divergence: a 40-hex commit and repo
+            names the Hub allows (the reference would try and fail to download anything
+            else). ``strict``: ours, exactly 5 fields, a canonical decimal id 0..255, a repo
+            id of at most 38 characters, a canonical base64 SHA-256 secure hash.
+        architecture: ``model_type``: the reference builds the class that config.json's
+            `model_type` selects and accepts it if that class is in the competition's list;
+            `architectures` only has to be non-empty. ``declared``: ours, `architectures`
+            names exactly one allowed class and `model_type` must select that same class.
+        remote_code_maps: ``ignore``: an `auto_map` in config.json or tokenizer_config.json
+            changes nothing in the reference (it never runs remote code for a model type it
+            knows, nor do we). ``reject``: ours rejects a model that asks for remote code.
+        stray_files: ``ignore``: the reference never downloads files outside what
+            `from_pretrained` fetches, so pickles or code beside the safetensors weights
+            change nothing. ``reject``: ours rejects a revision holding pickles or code.
+        norms: ``reference``: the reference's rule: per layer of `model.model.layers`, the
+            q, k, v, o, up and down projections (not gate), each norm taken on the bf16
+            weight and rounded to bf16; any norm > hard rejects; the mean over those six
+            types of the share of layers > soft rejects when > the allowed fraction; NaN
+            norms pass; a model without that layout (Phi3, Phi, GPT-NeoX, Falcon, Bart) or
+            without layers makes the reference's check crash, recorded here as
+            `norm_rule_unsupported`. ``ours``: every 2-D projection of every decoder layer
+            (fused layouts and gate included) in float64; NaN or inf reject.
     """
 
     reject_unused_weights: bool
+    commitment: Literal["reference", "strict"]
+    architecture: Literal["model_type", "declared"]
+    remote_code_maps: Literal["ignore", "reject"]
+    stray_files: Literal["ignore", "reject"]
+    norms: Literal["reference", "ours"]
 
 
 class HashRules(_Frozen):
@@ -83,8 +117,9 @@ class HashRules(_Frozen):
 
     Attributes:
         file_set: ``reference``: exactly the files the reference's `from_pretrained` of the
-            model and of its tokenizer fetch (at transformers 4.48.3); ``allowed``: ours, every
-            top-level file on the allow-list.
+            model and of its tokenizer fetch (at transformers 4.48.3); two of them with equal
+            bytes crash the reference's download, so such a model is rejected
+            (`duplicate_files`). ``allowed``: ours, every top-level file on the allow-list.
     """
 
     file_set: Literal["reference", "allowed"]
@@ -94,19 +129,35 @@ class WeightRules(_Frozen):
     """From a round's scores to the weights set on chain (SPEC §3, §5).
 
     Attributes:
-        ema_start: ``first_step``: the reference's tracker takes a competition's first step
-            weights as its smoothed weights, undamped; ``zero``: ours, every model starts at 0
-            and a new winner needs consecutive wins.
-        all_failed: ``share``: when every model of a round fails, the reference shares the step
-            weight equally among them; ``nobody``: ours, nobody gets weight from that round.
+        scores: ``reference``: a model's score is a running sum in task order (weights
+            rescaled only when they do not sum to about 1), and a NaN score is not a failure:
+            it beats no model and is beaten by none; ``ours``: a NaN anywhere fails the model.
+        smoothing: ``reference``: the reference's tracker, in float32 with torch's order of
+            additions: a competition's first step *is* its smoothed weights (undamped), every
+            weights computation renormalises the stored weights in place, and weights belong
+            to a uid (a hotkey that takes over a uid inherits them). ``ours``: every model
+            starts at 0, so a new winner needs consecutive wins, in float64, by hotkey.
+        all_failed: ``share``: every evaluated model at the best win rate gets the step, failed
+            ones too, so when every model fails they all share it (the reference); ``nobody``:
+            failed models never get step weight, so an all-failed round gives weight to nobody.
+        keep: models carried to the next round: ``reference``: the top 3 by ``1 + w`` where
+            the smoothed weight w is at least 0.001, else by win rate, ties in evaluation
+            order; ``ours``: by (smoothed weight, win rate), ties to the lower uid.
+        retry: ``reference``: a model that lost is evaluated again when its last result beat
+            that round's winner by raw score but not by the winner's epsilon then (which has
+            decayed since), or after its first failure; ``ours``: the same against the current
+            winner, plus after a change of the competition's tasks.
         copies: ``none``: the reference scores every hotkey's commitment, identical content
             included (the secure hash already binds an upload to one hotkey);
             ``earliest``: ours, of identical content hashes only the earliest commitment
             competes.
     """
 
-    ema_start: Literal["first_step", "zero"]
+    scores: Literal["reference", "ours"]
+    smoothing: Literal["reference", "ours"]
     all_failed: Literal["share", "nobody"]
+    keep: Literal["reference", "ours"]
+    retry: Literal["reference", "ours"]
     copies: Literal["none", "earliest"]
 
 
@@ -127,9 +178,17 @@ REFERENCE_31 = ScoringProtocol(
     weights_version_key=3010,  # the reference's __spec_version__: 1000*3 + 10*1 + 0
     data=DataRules(draws="reference"),
     eval=EvalRules(prompting="reference", text_loss_padding=True, stop_on_generation_config_eos=False),
-    checks=CheckRules(reject_unused_weights=False),
+    checks=CheckRules(
+        reject_unused_weights=False,
+        commitment="reference",
+        architecture="model_type",
+        remote_code_maps="ignore",
+        stray_files="ignore",
+        norms="reference",
+    ),
     hashing=HashRules(file_set="reference"),
-    weights=WeightRules(ema_start="first_step", all_failed="share", copies="none"),
+    weights=WeightRules(scores="reference", smoothing="reference", all_failed="share", keep="reference",
+                        retry="reference", copies="none"),
 )
 
 NEXT = ScoringProtocol(
@@ -137,9 +196,17 @@ NEXT = ScoringProtocol(
     weights_version_key=3011,  # above the reference's: a subnet that switches raises its minimum
     data=DataRules(draws="salted"),
     eval=EvalRules(prompting="ours", text_loss_padding=False, stop_on_generation_config_eos=True),
-    checks=CheckRules(reject_unused_weights=True),
+    checks=CheckRules(
+        reject_unused_weights=True,
+        commitment="strict",
+        architecture="declared",
+        remote_code_maps="reject",
+        stray_files="reject",
+        norms="ours",
+    ),
     hashing=HashRules(file_set="allowed"),
-    weights=WeightRules(ema_start="zero", all_failed="nobody", copies="earliest"),
+    weights=WeightRules(scores="ours", smoothing="ours", all_failed="nobody", keep="ours", retry="ours",
+                        copies="earliest"),
 )
 
 PROTOCOLS: dict[str, ScoringProtocol] = {p.name: p for p in (REFERENCE_31, NEXT)}

@@ -18,9 +18,8 @@ from typing import Any
 from rich.console import Console
 
 import constants
-from finetune import version_key
 from finetune.chain import ChainClient, MetagraphSnapshot
-from finetune.competition import Competition, Schedule
+from finetune.competition import Competition, Schedule, ScheduleEntry
 from finetune.datasets import DataConfig
 from finetune.errors import ChainError, FinetuneError
 from finetune.scoring import fallback_seed, sync_window_start, window_seed
@@ -106,6 +105,7 @@ class Validator:
         self._realigned_block = -1
         self._updater_view: dict[str, TrackedModel] = dict(self.state.models)
         self._high_stake_picks: set[str] = set()
+        self._round_weights: dict[str, float] | None = None
 
     # ---- metagraph ------------------------------------------------------------------
     def sync_metagraph(self) -> MetagraphSnapshot:
@@ -212,14 +212,25 @@ class Validator:
                              options=options, should_abort=self.stop_event.is_set,
                              memory_bytes=self.config.worker_memory_bytes)
 
-    def run_round(self, competition: Competition, block: int) -> RoundResult | None:
+    def _uids(self) -> tuple[dict[str, int], int]:
+        """hotkey -> uid of the latest metagraph, and its size (from the state if none yet)."""
+        snapshot = self.metagraph
+        if snapshot is None:
+            uids = {h: m.uid for h, m in self.state.models.items()}
+            return uids, max(uids.values(), default=-1) + 1
+        return {n.hotkey: n.uid for n in snapshot.neurons}, max((n.uid for n in snapshot.neurons), default=-1) + 1
+
+    def run_round(self, competition: Competition, block: int, entry: ScheduleEntry | None = None) -> RoundResult | None:
         """Evaluate one competition for the current sync window, if there is anything to do."""
+        entry = entry or self.schedule.active_at(block)
         window = sync_window_start(block, genesis=self.config.genesis_block, window=self.config.window_blocks)
         comp_state = self.state.competition(competition.id)
         if comp_state.last_window >= window and not (self.config.max_rounds and comp_state.pending):
             return None
+        uids, size = self._uids()
         plan = plan_round(self.state, competition, window_block=window, seed=0,
-                          block_now=block, max_samples=self.config.max_samples)
+                          block_now=block, max_samples=self.config.max_samples, protocol=entry.protocol,
+                          uids=uids, metagraph_size=size)
         if not plan.hotkeys:
             return None
         plan = replace(plan, seed=self._seed(window))  # read the chain only when there is work
@@ -229,7 +240,7 @@ class Validator:
         if self.stop_event.is_set():
             logger.info("shutdown during round of %s: round abandoned, state untouched", competition.name)
             return None
-        apply_round(self.state, plan, result)
+        self._round_weights = apply_round(self.state, plan, result, entry)
         self.results.append(result)
         return result
 
@@ -251,7 +262,7 @@ class Validator:
             if self.stop_event.is_set():
                 break
             try:
-                result = self.run_round(share.competition, block)
+                result = self.run_round(share.competition, block, entry)
             except FinetuneError as exc:  # e.g. no task data at all: skip, try next window
                 logger.error("round of %s failed: %s (%s)", share.competition.name, exc, exc.reason)
                 continue
@@ -259,7 +270,11 @@ class Validator:
                 ran += 1
                 self.rounds_done += 1
         if ran or ended:  # an ended competition's winners lose their weight now, not next round
-            weights = subnet_weights(self.state, entry)
+            if ran and self._round_weights is not None:
+                weights = self._round_weights  # as the last round left them
+            else:
+                uids, size = self._uids()
+                weights = subnet_weights(self.state, entry, uids=uids, size=size)
             self.state.last_weights = weights
             with self._guard:
                 self._weights = dict(weights)
@@ -284,7 +299,11 @@ class Validator:
         snapshot = self.metagraph
         if snapshot is None or snapshot.block <= self._realigned_block:
             return
-        dropped = self.state.realign(snapshot.hotkeys)
+        successors = None
+        if self.schedule.protocol_at(snapshot.block).weights.smoothing == "reference":
+            holder = {n.uid: n.hotkey for n in snapshot.neurons}  # the reference weighs uids
+            successors = {h: holder[m.uid] for h, m in self.state.models.items() if m.uid in holder}
+        dropped = self.state.realign(snapshot.hotkeys, successors)
         registered = set(snapshot.hotkeys)
         with self._guard:  # the updater's view too, or their files would never be cleaned up
             for hotkey in [h for h in self._updater_view if h not in registered]:
@@ -314,8 +333,9 @@ class Validator:
         if not self.config.set_weights:
             logger.info("offline: not setting weights")
             return True
+        key = self.schedule.protocol_at(snapshot.block).weights_version_key
         try:
-            self.weights_chain.set_weights(self.wallet, weights, version_key=version_key())
+            self.weights_chain.set_weights(self.wallet, weights, version_key=key)
         except ChainError as exc:
             logger.warning("set_weights failed (%s: %s); will retry", exc.reason, exc)
             return False
@@ -352,6 +372,12 @@ class Validator:
         if snapshot is None:
             return 0
         self._realign_to_metagraph()
+        entry = self.schedule.active_at(snapshot.block)
+        if entry.protocol.weights.smoothing == "reference":
+            # The reference sets its start-up weights without the threshold until a round ends.
+            uids, size = self._uids()
+            with self._guard:
+                self._weights = subnet_weights(self.state, entry, uids=uids, size=size, threshold=0.0)
         with self._guard:
             self._updater_view = dict(self.state.models)
         threads = start_background_threads(self)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from constants import EMA_ALPHA, EVAL_HISTORY_LENGTH, KEEP_TOP_MODELS, WEIGHT_THRESHOLD
 from finetune.competition import Aggregation, Competition, ScheduleEntry
 from finetune.datasets import DataConfig
 from finetune.eval import TaskData, prepare_task_data
+from finetune.protocol import NEXT, ScoringProtocol, WeightRules
 from finetune.scoring import (
     EvalRecord as HistoryEntry,
 )
@@ -31,6 +32,15 @@ from finetune.scoring import (
     step_weights,
 )
 from finetune.scoring import subnet_weights as combine_competitions
+from finetune.scoring.aggregate import reference_score
+from finetune.scoring.history import should_retry_reference
+from finetune.scoring.tracker import (
+    chain_weights,
+    evaluation_order,
+    record_step,
+    reference_keep,
+    reference_step_weights,
+)
 from finetune.text import printable
 from finetune.validator.state import EvalRecord, TrackedModel, ValidatorState
 from finetune.validator.worker import WorkerOutcome
@@ -49,10 +59,13 @@ class RoundPlan:
     window_block: int
     seed: int
     block_now: int
-    hotkeys: tuple[str, ...]  # evaluated this round, in a stable order
+    hotkeys: tuple[str, ...]  # evaluated this round, in evaluation order (it decides ties)
     newly_updated: tuple[str, ...]
     copies: dict[str, str] = field(default_factory=dict)  # copy hotkey -> original hotkey
     sample_counts: dict[str, int] | None = None
+    protocol: ScoringProtocol = NEXT
+    uids: Mapping[str, int] = field(default_factory=dict)  # hotkey -> uid in the metagraph now
+    metagraph_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,7 @@ class ModelRoundResult:
     repo_id: str
     revision: str
     block: int
-    score: float  # aggregate, lower is better; inf = failed
+    score: float  # aggregate, lower is better; inf = failed (NaN: see WeightRules.scores)
     win_rate: float
     epsilon_advantage: float  # the epsilon this model enjoys against later uploads
     tasks: dict[str, tuple[float, float]]  # task -> (raw, normalised)
@@ -80,6 +93,7 @@ class RoundResult:
     step_weights: dict[str, float]
     ema: dict[str, float]
     dropped_tasks: dict[str, str]
+    winner: str = ""  # hotkey of the round's winner (first at the best win rate), "" if none
 
     def by_hotkey(self) -> dict[str, ModelRoundResult]:
         return {m.hotkey: m for m in self.models}
@@ -111,32 +125,72 @@ def plan_round(
     seed: int,
     block_now: int,
     max_samples: int | None = None,
+    protocol: ScoringProtocol = NEXT,
+    uids: Mapping[str, int] | None = None,
+    metagraph_size: int = 0,
 ) -> RoundPlan:
-    """Who is evaluated: the models kept from the last round plus those updated since."""
+    """Who is evaluated: the models kept from the last round plus those updated since.
+
+    Args:
+        uids: hotkey -> uid of the current metagraph (default: the uids the state recorded).
+        metagraph_size: number of uids (the reference's tracker keeps one entry per uid).
+    """
     comp = state.competition(competition.id)
     ready = {h: m for h, m in state.models.items() if m.status == "ready" and m.competition_id == competition.id}
-    copies = find_copies(ready)
+    copies = find_copies(ready) if protocol.weights.copies == "earliest" else {}
     wanted = [h for h in dict.fromkeys([*comp.keep, *comp.pending]) if h in ready and h not in copies]
-    wanted.sort(key=lambda h: (ready[h].block, ready[h].uid))
+    if protocol.weights.keep == "reference":
+        # The reference lists its set of kept uids updated with the pending ones: that order
+        # decides ties of the win rate (the winner, the keep-set).
+        by_uid = {ready[h].uid: h for h in wanted}
+        kept = [ready[h].uid for h in comp.keep if h in by_uid.values()]
+        pending = [ready[h].uid for h in comp.pending if h in by_uid.values()]
+        wanted = [by_uid[u] for u in evaluation_order(kept, pending)]
+    else:
+        wanted.sort(key=lambda h: (ready[h].block, ready[h].uid))
     counts = {t.name: min(t.samples, max_samples) for t in competition.tasks} if max_samples else None
+    uid_of = dict(uids) if uids is not None else {h: m.uid for h, m in state.models.items()}
     return RoundPlan(
         competition=competition, window_block=window_block, seed=seed, block_now=block_now,
         hotkeys=tuple(wanted), newly_updated=tuple(h for h in comp.pending if h in wanted),
-        copies=copies, sample_counts=counts,
+        copies=copies, sample_counts=counts, protocol=protocol, uids=uid_of,
+        metagraph_size=max(metagraph_size, max(uid_of.values(), default=-1) + 1),
     )
 
 
+def _score(outcome: WorkerOutcome, competition: Competition, dropped: Mapping[str, str], rules: WeightRules) -> float:
+    if rules.scores == "ours":
+        return outcome.total
+    # The reference sums the task scores itself; a model whose scoring raised has none (inf).
+    raws = {n: v["raw"] for n, v in outcome.tasks.items() if "raw" in v}
+    if not outcome.ok and outcome.reason not in ("nan", "non_finite"):
+        return math.inf
+    return reference_score(raws, competition.tasks, dropped)
+
+
 def _rank(plan: RoundPlan, outcomes: dict[str, WorkerOutcome], models: dict[str, TrackedModel], dropped):
-    """(scores, win rates, failed) under the competition's aggregation."""
-    competition = plan.competition
-    scores = {h: o.total for h, o in outcomes.items()}
+    """(scores, win rates, failed) under the competition's aggregation and the protocol."""
+    competition, rules = plan.competition, plan.protocol.weights
+    scores = {h: _score(o, competition, dropped, rules) for h, o in outcomes.items()}
     failed = {h for h, s in scores.items() if not math.isfinite(s)}
     if competition.aggregation is Aggregation.HELM:
         raws = {h: {n: v["raw"] for n, v in o.tasks.items()} for h, o in outcomes.items()}
         return scores, helm_scores(raws, competition.tasks, dropped), failed | helm_failed(raws, competition.tasks, dropped)
     blocks = {h: models[h].block for h in outcomes}
-    _, win_rate = compute_wins(scores, blocks, plan.block_now, competition.constraints.epsilon)
+    _, win_rate = compute_wins(scores, blocks, plan.block_now, competition.constraints.epsilon,
+                               nan_ties=rules.scores == "reference")
     return scores, win_rate, failed
+
+
+def _smooth(plan: RoundPlan, previous: Mapping[str, float], step: Mapping[str, float]) -> dict[str, float]:
+    """The competition's new smoothed weights, by hotkey, under the protocol's smoothing."""
+    if plan.protocol.weights.smoothing == "ours":
+        return ema_update(previous, step, alpha=EMA_ALPHA, live_uids=set(plan.uids))
+    by_uid = {plan.uids[h]: w for h, w in previous.items() if h in plan.uids}
+    step_by_uid = {plan.uids[h]: w for h, w in step.items()}
+    smoothed = record_step(by_uid or None, step_by_uid, alpha=EMA_ALPHA, size=plan.metagraph_size)
+    hotkey_of = {uid: h for h, uid in plan.uids.items()}
+    return {hotkey_of[uid]: w for uid, w in smoothed.items() if uid in hotkey_of}
 
 
 def execute_round(
@@ -161,9 +215,10 @@ def execute_round(
                         printable(outcomes[hotkey].detail))
     dropped = dict(task_data.dropped)
     scores, win_rate, failed = _rank(plan, outcomes, models, dropped)
-    step = step_weights(win_rate, failed)
-    comp = state.competition(competition.id)
-    ema = ema_update(comp.ema, step, alpha=EMA_ALPHA, live_uids=set(state.models))
+    rules = plan.protocol.weights
+    step = reference_step_weights(win_rate) if rules.all_failed == "share" else step_weights(win_rate, failed)
+    winner = max(win_rate, key=win_rate.get) if win_rate else ""
+    ema = _smooth(plan, state.competition(competition.id).ema, step)
     results = []
     for hotkey in plan.hotkeys:
         outcome, model = outcomes[hotkey], models[hotkey]
@@ -179,7 +234,7 @@ def execute_round(
     return RoundResult(
         competition_id=competition.id, competition_name=competition.name, window_block=plan.window_block,
         seed=plan.seed, block_now=plan.block_now, models=tuple(results), step_weights=step, ema=ema,
-        dropped_tasks=dropped,
+        dropped_tasks=dropped, winner=winner,
     )
 
 
@@ -195,6 +250,7 @@ def _retries(state: ValidatorState, plan: RoundPlan, result: RoundResult, keep: 
     finite = [m for m in result.models if math.isfinite(m.score)]
     winner = max(finite, key=lambda m: (result.ema.get(m.hotkey, 0.0), m.win_rate, -m.block), default=None)
     fingerprint = task_fingerprint(plan.competition)
+    spec = plan.competition.constraints.epsilon
     retry = []
     for hotkey in by_hotkey:
         if hotkey in keep:
@@ -202,34 +258,55 @@ def _retries(state: ValidatorState, plan: RoundPlan, result: RoundResult, keep: 
         # Only this revision's records: a new upload gets its own retry, and an old upload's
         # score says nothing about it.
         revision = by_hotkey[hotkey].revision
-        history = [HistoryEntry(block=r.window_block, score=r.score, fingerprint=r.fingerprint)
+        history = [HistoryEntry(block=r.window_block, score=r.score, fingerprint=r.fingerprint,
+                                winner_block=r.winner_block, winner_score=r.winner_score)
                    for r in comp.history.get(hotkey, []) if r.revision == revision]
-        again = should_retry(
-            history, model_block=by_hotkey[hotkey].block,
-            winner_score=winner.score if winner else math.inf, winner_block=winner.block if winner else 0,
-            block_now=plan.block_now, epsilon_spec=plan.competition.constraints.epsilon, fingerprint=fingerprint,
-        )
+        if plan.protocol.weights.retry == "reference":
+            again = should_retry_reference(history, block_now=plan.block_now, epsilon_spec=spec)
+        else:
+            again = should_retry(
+                history, model_block=by_hotkey[hotkey].block,
+                winner_score=winner.score if winner else math.inf, winner_block=winner.block if winner else 0,
+                block_now=plan.block_now, epsilon_spec=spec, fingerprint=fingerprint,
+            )
         if again:
             retry.append(hotkey)
     return retry
 
 
-def apply_round(state: ValidatorState, plan: RoundPlan, result: RoundResult) -> None:
-    """Fold a finished round into the state (the only place a round mutates state)."""
+def _keep(plan: RoundPlan, state: ValidatorState, result: RoundResult, smoothed: Mapping[str, float]) -> list[str]:
+    win_rate = {m.hotkey: m.win_rate for m in result.models}  # evaluation order
+    if plan.protocol.weights.keep == "reference":
+        keep = reference_keep(win_rate, smoothed, k=KEEP_TOP_MODELS)
+    else:
+        keep = sorted(models_to_keep(smoothed, win_rate, k=KEEP_TOP_MODELS))
+    return [h for h in keep if h in state.models and state.models[h].status == "ready"]
+
+
+def apply_round(
+    state: ValidatorState, plan: RoundPlan, result: RoundResult, entry: ScheduleEntry | None = None
+) -> dict[str, float] | None:
+    """Fold a finished round into the state (the only place a round mutates state).
+
+    With the schedule `entry` in force, also compute the chain weights as the round leaves
+    them (the reference's tracker renormalises the stored smoothed weights while doing so,
+    before it chooses the models to keep) and return them.
+    """
     comp = state.competition(plan.competition.id)
     fingerprint = task_fingerprint(plan.competition)
+    winner = result.by_hotkey().get(result.winner)
     for model in result.models:
         state.record_eval(plan.competition.id, model.hotkey, EvalRecord(
             window_block=plan.window_block, revision=model.revision, score=model.score,
             win_rate=model.win_rate, tasks={n: raw for n, (raw, _) in model.tasks.items()},
             fingerprint=fingerprint, reason=model.reason,
+            winner_block=winner.block if winner else 0, winner_score=winner.score if winner else math.inf,
         ), keep_last=EVAL_HISTORY_LENGTH)
     comp.ema = dict(result.ema)
-    win_rate = {m.hotkey: m.win_rate for m in result.models}
-    keep = models_to_keep(comp.ema, win_rate, k=KEEP_TOP_MODELS)
-    keep = {h for h in keep if h in state.models and state.models[h].status == "ready"}
-    comp.keep = sorted(keep)
-    comp.pending = _retries(state, plan, result, keep)
+    weights = subnet_weights(state, entry, uids=plan.uids, size=plan.metagraph_size) if entry else None
+    keep = _keep(plan, state, result, comp.ema)
+    comp.keep = keep
+    comp.pending = _retries(state, plan, result, set(keep))
     comp.last_window = plan.window_block
     for copy, original in plan.copies.items():
         model = state.models[copy]
@@ -237,10 +314,32 @@ def apply_round(state: ValidatorState, plan: RoundPlan, result: RoundResult) -> 
             "status": "rejected", "reason": "copy",
             "detail": f"same content as uid {state.models[original].uid}, committed earlier",
         })
+    return weights
 
 
-def subnet_weights(state: ValidatorState, entry: ScheduleEntry) -> dict[str, float]:
-    """hotkey -> weight over the competitions in force (threshold, shares; SPEC §5)."""
-    shares = {share.competition.id: share.reward_share for share in entry.competitions}
-    per_competition = {cid: state.competition(cid).ema for cid in shares}
-    return combine_competitions(per_competition, shares, threshold=WEIGHT_THRESHOLD)
+def subnet_weights(
+    state: ValidatorState,
+    entry: ScheduleEntry,
+    *,
+    uids: Mapping[str, int] | None = None,
+    size: int = 0,
+    threshold: float = WEIGHT_THRESHOLD,
+) -> dict[str, float]:
+    """hotkey -> weight over the competitions in force (threshold, shares; SPEC §5).
+
+    Under the reference's smoothing this also renormalises the stored smoothed weights of
+    the active competitions, as its tracker does (with a threshold).
+    """
+    shares = [(share.competition.id, share.reward_share) for share in entry.competitions]
+    if entry.protocol.weights.smoothing == "ours":
+        per_competition = {cid: state.competition(cid).ema for cid, _ in shares}
+        return combine_competitions(per_competition, dict(shares), threshold=threshold)
+    uid_of = dict(uids) if uids is not None else {h: m.uid for h, m in state.models.items()}
+    hotkey_of = {uid: h for h, uid in uid_of.items()}
+    smoothed = {cid: {uid_of[h]: w for h, w in state.competitions[str(cid)].ema.items() if h in uid_of}
+                for cid, _ in shares if state.competitions.get(str(cid)) and state.competitions[str(cid)].ema}
+    size = max(size, max(hotkey_of, default=-1) + 1)
+    weights, stored = chain_weights(smoothed, shares, threshold=threshold, size=size)
+    for cid, by_uid in stored.items():
+        state.competition(cid).ema = {hotkey_of[u]: w for u, w in by_uid.items() if u in hotkey_of}
+    return {hotkey_of[u]: w for u, w in weights.items() if u in hotkey_of}

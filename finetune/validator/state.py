@@ -12,7 +12,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -55,6 +55,10 @@ class EvalRecord(BaseModel):
     tasks: dict[str, float] = Field(default_factory=dict)  # task -> raw
     fingerprint: str = ""  # task names and versions, so a change of tasks earns a re-evaluation
     reason: str = ""
+    # The round's winner then (the reference's retry rule compares with it). A float: the
+    # reference's block of a winner without a model is inf.
+    winner_block: float = 0
+    winner_score: float = float("inf")
 
     @property
     def failed(self) -> bool:
@@ -105,9 +109,23 @@ class ValidatorState(BaseModel):
         history.append(record)
         del history[:-keep_last]
 
-    def realign(self, registered_hotkeys: Iterable[str]) -> list[str]:
-        """Forget every hotkey no longer registered. Returns the hotkeys dropped."""
+    def realign(self, registered_hotkeys: Iterable[str], successors: Mapping[str, str] | None = None) -> list[str]:
+        """Forget every hotkey no longer registered. Returns the hotkeys dropped.
+
+        Args:
+            registered_hotkeys: the hotkeys of the current metagraph.
+            successors: deregistered hotkey -> the hotkey now holding its uid, whose smoothed
+                and last weights it passes on (the reference's tracker keeps weights by uid).
+        """
         registered = set(registered_hotkeys)
+        for old, new in (successors or {}).items():
+            if old in registered or new not in registered:
+                continue
+            for comp in self.competitions.values():
+                if old in comp.ema:
+                    comp.ema[new] = comp.ema.pop(old)
+            if old in self.last_weights:
+                self.last_weights[new] = self.last_weights.pop(old)
         dropped = sorted(h for h in self.models if h not in registered)
         for hotkey in dropped:
             del self.models[hotkey]

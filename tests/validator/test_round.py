@@ -158,3 +158,51 @@ def test_new_revision_gets_its_own_retry_whatever_the_old_one_did():
     state.competition(7).pending.append("e")
     _round(state, scores, window=1620, block_now=1700)
     assert "e" in state.competition(7).pending
+
+
+# ---- protocol reference-3.1: the reference's rules from scores to weights -------------------
+
+
+def _reference_round(state, scores, block_now=1000, window=900):
+    from finetune.competition import CompetitionShare, ScheduleEntry
+    from finetune.protocol import REFERENCE_31
+
+    entry = ScheduleEntry(start_block=0, protocol=REFERENCE_31,
+                          competitions=(CompetitionShare(competition=COMP, reward_share=1.0),))
+    plan = plan_round(state, COMP, window_block=window, seed=1, block_now=block_now, protocol=REFERENCE_31)
+    result = execute_round(plan, state, _evaluator(scores), TaskData(seed=1))
+    weights = apply_round(state, plan, result, entry)
+    return plan, result, weights
+
+
+def test_reference_first_round_is_undamped_and_copies_compete():
+    state = _state(_model("a", 1, 900, "X"), _model("b", 2, 10, "Y"), _model("c", 3, 950, "Y"))
+    _, result, weights = _reference_round(state, {"a": 0.5, "b": 1.0, "c": 1.0})
+    assert result.ema == {"a": 1.0, "b": 0.0, "c": 0.0}  # the first step is the smoothed weights
+    assert weights == {"a": 1.0}
+    assert state.models["c"].status == "ready"  # identical content is not rejected as a copy
+    _, result, weights = _reference_round(state, {"a": 1.0, "b": 0.5, "c": 1.0}, window=1260, block_now=1300)
+    assert result.ema == pytest.approx({"a": 0.9, "b": 0.1, "c": 0.0})
+    assert weights == {"a": 1.0}  # b's 0.1 is under the 0.18 threshold
+
+
+def test_reference_all_failed_round_shares_the_step():
+    state = _state(_model("a", 1, 10, "X"), _model("b", 2, 20, "Y"))
+    _, result, weights = _reference_round(state, {"a": math.inf, "b": math.inf})
+    assert result.step_weights == {"a": 1.0, "b": 1.0}
+    assert weights == {"a": 0.5, "b": 0.5}
+
+
+def test_reference_nan_score_ties_with_everyone():
+    state = _state(_model("a", 1, 10, "X"), _model("b", 2, 20, "Y"))
+    _, result, _ = _reference_round(state, {"a": math.nan, "b": 2.0})
+    assert {m.hotkey: m.win_rate for m in result.models} == {"a": 0.0, "b": 0.0}
+    assert result.step_weights == {"a": 1.0, "b": 1.0}
+
+
+def test_reference_weights_follow_the_uid_to_a_new_hotkey():
+    state = _state(_model("a", 1, 10, "X"), _model("b", 2, 20, "Y"))
+    _reference_round(state, {"a": 0.5, "b": 1.0})
+    dropped = state.realign(["b", "z"], successors={"a": "z"})  # uid 1 now belongs to z
+    assert dropped == ["a"]
+    assert state.competition(7).ema["z"] == 1.0
