@@ -227,3 +227,9 @@ class BittensorChain:
     def validator_weights(self) -> dict[int, dict[int, float]]:
         """Each validator uid's weight row, as fractions summing to 1."""
         return self._run("validator_weights", lambda: self._sub.read("weights", netuid=self.netuid))
+
+    def weights_version(self) -> int:
+        """The subnet's `WeightsVersionKey`: the lowest version key its weights accept."""
+        item = bt.storage.SubtensorModule.WeightsVersionKey
+        value = self._run("weights_version", lambda: self._sub.query(item, [self.netuid]))
+        return int(value or 0)

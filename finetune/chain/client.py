@@ -97,6 +97,8 @@ class ChainClient(Protocol):
 
     def validator_weights(self) -> dict[int, dict[int, float]]: ...
 
+    def weights_version(self) -> int: ...
+
 
 def hotkey_address(wallet: Any) -> str:
     """The hotkey ss58 address of a wallet, a keypair/signer, or a plain address string.

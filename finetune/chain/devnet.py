@@ -107,6 +107,7 @@ class DevnetChain:
             "block_time_s": repr(float(block_time_s)),
             "commit_rate_limit": str(commit_rate_limit),
             "weights_rate_limit": str(weights_rate_limit),
+            "weights_version": "0",  # the subnet's WeightsVersionKey: lowest version key accepted
         }
         with self._write() as db:
             for statement in filter(str.strip, _SCHEMA.split(";")):
@@ -213,6 +214,11 @@ class DevnetChain:
             )
             return int(uid)
 
+    def set_weights_version(self, version: int) -> None:
+        """Set the subnet's required weights version key (as its owner would on chain)."""
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('weights_version', ?)", (str(int(version)),))
+
     def recent_weights(self) -> list[tuple[int, int, int]]:
         """``(validator_uid, block, version_key)`` of each validator's last weight setting."""
         with self._read() as db:
@@ -300,6 +306,12 @@ class DevnetChain:
             known = {row[0] for row in db.execute("SELECT uid FROM neurons")}
             if unknown := sorted(set(clean) - known):
                 raise ValueError(f"weights name unregistered uids {unknown}")
+            required = int(self._meta(db).get("weights_version", "0"))
+            if version_key < required:  # the chain's IncorrectWeightVersionKey
+                raise ChainError(
+                    f"weights version key {version_key} is below the subnet's {required}",
+                    reason="weights_version", required=required,
+                )
             block = self._block(db)
             last = db.execute(
                 "SELECT block FROM weight_sets WHERE validator_uid = ?", (validator,)
@@ -314,6 +326,10 @@ class DevnetChain:
                 "INSERT OR REPLACE INTO weight_sets VALUES (?, ?, ?)",
                 (validator, block, version_key),
             )
+
+    def weights_version(self) -> int:
+        """The lowest weights version key the subnet accepts (0 until set)."""
+        return int(self._meta().get("weights_version", "0"))
 
     def validator_weights(self) -> dict[int, dict[int, float]]:
         """Each validator uid's weight row (fractions summing to 1)."""

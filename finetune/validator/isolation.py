@@ -35,7 +35,7 @@ PRELOAD = ["finetune.validator._preload"]
 _POLL_S = 0.1  # how often the parent looks at the child (deadline, abort, resident size)
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # Allocation failures, as Python, torch's CPU allocator and CUDA word them.
-_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+_OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "bad_alloc")
 # The resident-size watch allows what the child already holds when it starts (the fork
 # server's preloaded torch and transformers, ~0.5 GiB) on top of the budget: RLIMIT_DATA
 # counts from that baseline too.

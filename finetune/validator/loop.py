@@ -373,6 +373,8 @@ class Validator:
             return 0
         self._realign_to_metagraph()
         entry = self.schedule.active_at(snapshot.block)
+        if not self._weights_version_accepted(entry.protocol.weights_version_key):
+            return 2
         if entry.protocol.weights.smoothing == "reference":
             # The reference sets its start-up weights without the threshold until a round ends.
             uids, size = self._uids()
@@ -404,6 +406,22 @@ class Validator:
             for thread in threads:
                 thread.join(timeout=5)
         return 0
+
+    def _weights_version_accepted(self, ours: int) -> bool:
+        """Refuse to run when the subnet requires a newer weights version than ours: every
+        weight setting would be refused, so the validator would only burn its time."""
+        if not self.config.set_weights:
+            return True
+        try:
+            required = self.weights_chain.weights_version()
+        except ChainError as exc:
+            logger.warning("could not read the subnet's weights version (%s); going on", exc)
+            return True
+        if ours < required:
+            logger.error("the subnet requires weights version %d, this validator's protocol sends %d: "
+                         "upgrade finetune (its schedule names the protocol in force)", required, ours)
+            return False
+        return True
 
     def _retry_until_stopped(self, fn, what: str):
         delay = 5.0

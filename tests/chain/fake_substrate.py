@@ -41,6 +41,7 @@ class FakeSubstrate:
     block: int = 1000
     neurons: list[FakeNeuron] = field(default_factory=list)
     weights_rate_limit: int = 0
+    weights_version: int = 0  # the subnet's WeightsVersionKey hyperparameter
     commitments: dict[str, dict] = field(default_factory=dict)
     weights: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     submitted: list[tuple[Any, str, dict]] = field(default_factory=list)
@@ -104,6 +105,7 @@ class FakeSubstrate:
             ("SubtensorModule", "LastUpdate"): lambda: [n.last_update for n in self.neurons],
             ("SubtensorModule", "MinAllowedWeights"): lambda: 0,
             ("SubtensorModule", "MaxWeightsLimit"): lambda: 65535,
+            ("SubtensorModule", "WeightsVersionKey"): lambda: self.weights_version,
             ("SubtensorModule", "SubnetEpochConsensus"): lambda: "Yuma",
             ("Commitments", "CommitmentOf"): lambda: self.commitments.get(params[1]),
         }

@@ -171,3 +171,9 @@ def test_unreachable_endpoint_maps_to_chain_unreachable():
         client.current_block()
     assert time.monotonic() - start < 5
     client.close()
+
+
+def test_weights_version_reads_the_subnet_hyperparameter(chain, fake):
+    assert chain.weights_version() == 0
+    fake.weights_version = 3010
+    assert chain.weights_version() == 3010

@@ -191,3 +191,19 @@ def test_two_processes_write_and_read_concurrently(tmp_path):
     graph = DevnetChain(Path(path)).metagraph()
     assert len(graph.neurons) == 120 and sorted(graph.uids) == list(range(120))
     assert all(n.commitment == f"data-{n.hotkey}" for n in graph.neurons)
+
+
+def test_weights_version_is_enforced_like_the_chain(tmp_path):
+    from finetune.chain import DevnetChain
+    from finetune.errors import ChainError
+
+    chain = DevnetChain(tmp_path / "d.sqlite", weights_rate_limit=0)
+    chain.register("vali", stake=1.0, validator_permit=True)
+    chain.register("miner")
+    assert chain.weights_version() == 0
+    chain.set_weights_version(3010)
+    assert chain.weights_version() == 3010
+    with pytest.raises(ChainError, match="below the subnet's 3010"):
+        chain.set_weights("vali", {1: 1.0}, version_key=3009)
+    chain.set_weights("vali", {1: 1.0}, version_key=3010)
+    assert chain.validator_weights() == {0: {1: 1.0}}

@@ -98,6 +98,9 @@ class HangingChain:
     def validator_weights(self):
         return self._call("validator_weights")
 
+    def weights_version(self):
+        return self._call("weights_version")
+
 
 @pytest.fixture
 def subnet(tmp_path, tiny_model_dir):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import competitions
+from finetune.protocol import NEXT
 from finetune.scoring import fallback_seed
 from tests.validator.fault_runner import stand_in_evaluate
 from tests.validator.helpers import make_subnet, make_validator, publish_model
 
 LOCAL = competitions.LOCAL_SCHEDULE
 REASONING = competitions.LOCAL_REASONING.id
+NEXT_KEY = NEXT.weights_version_key
 
 
 class BadHashChain:
@@ -101,3 +103,16 @@ def test_an_ended_competition_stops_getting_weight_at_once(tmp_path, tiny_model_
     assert validator.rounds_step() == 0
     assert validator.state.last_weights == {"reas": 1.0}
     assert validator.weights_by_uid() == {chain.metagraph().by_hotkey("reas").uid: 1.0}
+
+
+def test_a_subnet_requiring_a_newer_weights_version_stops_the_validator(tmp_path, tiny_model_dir):
+    chain, store = make_subnet(tmp_path, ["healthy"])
+    chain.set_weights_version(NEXT_KEY + 1)
+    validator = make_validator(tmp_path, chain, store, competitions.LOCAL_SCHEDULE, evaluate=stand_in_evaluate({}))
+    assert validator.run() == 2  # at once, nothing evaluated and no weights sent
+    assert chain.validator_weights() == {}
+    chain.set_weights_version(NEXT_KEY)
+    validator = make_validator(tmp_path, chain, store, competitions.LOCAL_SCHEDULE, evaluate=stand_in_evaluate({}),
+                               max_rounds=0)
+    validator.stop_event.set()
+    assert validator.run() == 0
