@@ -55,15 +55,32 @@ class EvalRules(_Frozen):
             loss context cut alone with the whole reference appended. ``ours``: every request
             fits the sequence length with its generation budget, templated text encoded
             without added special tokens (no second BOS), references cut on the right.
+            Text loss: the reference cuts a document on the left, keeping its end (its shared
+            tokenizer is left-truncating by then), and its degeneracy gate continues the first
+            two documents with EOS banned and the model's own repetition penalty; ours keeps a
+            document's start and continues two fixed prompts. A model without a chat template
+            fails under the reference (its template call raises); ours prompts it plainly.
         text_loss_padding: the reference pads documents to the sequence length and counts the
             padded positions in the mean; ours scores real tokens only.
         stop_on_generation_config_eos: ours also stops generating at the model's
             `generation_config` end-of-turn ids; the reference stops only at the tokenizer's EOS.
+        loss_in_model_dtype: the reference computes each cross-entropy on the logits as the
+            model returns them (bf16 for the competitions' bf16 models), so its log-softmax
+            and per-sample mean are bf16 values of the device's kernels; ours upcasts the
+            logits to fp32 and sums in fp64.
+        ifeval: ``reference``: the reference's IF-eval prompt and rule texts, and its checks
+            (words by `str.split`, sentences by an untrained Punkt splitter, keywords among
+            words stripped of ASCII punctuation, `str.isupper`/`islower`, bullets = lines
+            starting with ``*``, exact ends-with and quotes, near-duplicates with only space
+            and tab as junk). ``ours``: our prompt, texts and checks
+            (`finetune.eval.ifeval_rules`).
     """
 
     prompting: Literal["reference", "ours"]
     text_loss_padding: bool
     stop_on_generation_config_eos: bool
+    loss_in_model_dtype: bool
+    ifeval: Literal["reference", "ours"]
 
 
 class CheckRules(_Frozen):
@@ -151,6 +168,11 @@ class WeightRules(_Frozen):
             included (the secure hash already binds an upload to one hotkey);
             ``earliest``: ours, of identical content hashes only the earliest commitment
             competes.
+        clones: ``keep``: every model takes part in the win rates (the reference); fresh clones
+            of a leader then carry a larger epsilon than the old leader, beat a better
+            newcomer that beats the leader, and shield it. ``drop``: ours (the fix the sibling
+            pretraining subnet adopted), a model that cannot beat every earlier model once
+            their advantage has fully decayed is left out before win rates are computed.
     """
 
     scores: Literal["reference", "ours"]
@@ -159,6 +181,7 @@ class WeightRules(_Frozen):
     keep: Literal["reference", "ours"]
     retry: Literal["reference", "ours"]
     copies: Literal["none", "earliest"]
+    clones: Literal["keep", "drop"]
 
 
 class ScoringProtocol(_Frozen):
@@ -177,7 +200,13 @@ REFERENCE_31 = ScoringProtocol(
     name="reference-3.1",
     weights_version_key=3010,  # the reference's __spec_version__: 1000*3 + 10*1 + 0
     data=DataRules(draws="reference"),
-    eval=EvalRules(prompting="reference", text_loss_padding=True, stop_on_generation_config_eos=False),
+    eval=EvalRules(
+        prompting="reference",
+        text_loss_padding=True,
+        stop_on_generation_config_eos=False,
+        loss_in_model_dtype=True,
+        ifeval="reference",
+    ),
     checks=CheckRules(
         reject_unused_weights=False,
         commitment="reference",
@@ -188,14 +217,20 @@ REFERENCE_31 = ScoringProtocol(
     ),
     hashing=HashRules(file_set="reference"),
     weights=WeightRules(scores="reference", smoothing="reference", all_failed="share", keep="reference",
-                        retry="reference", copies="none"),
+                        retry="reference", copies="none", clones="keep"),
 )
 
 NEXT = ScoringProtocol(
     name="next",
     weights_version_key=3011,  # above the reference's: a subnet that switches raises its minimum
     data=DataRules(draws="salted"),
-    eval=EvalRules(prompting="ours", text_loss_padding=False, stop_on_generation_config_eos=True),
+    eval=EvalRules(
+        prompting="ours",
+        text_loss_padding=False,
+        stop_on_generation_config_eos=True,
+        loss_in_model_dtype=False,
+        ifeval="ours",
+    ),
     checks=CheckRules(
         reject_unused_weights=True,
         commitment="strict",
@@ -206,7 +241,7 @@ NEXT = ScoringProtocol(
     ),
     hashing=HashRules(file_set="allowed"),
     weights=WeightRules(scores="ours", smoothing="ours", all_failed="nobody", keep="ours", retry="ours",
-                        copies="earliest"),
+                        copies="earliest", clones="drop"),
 )
 
 PROTOCOLS: dict[str, ScoringProtocol] = {p.name: p for p in (REFERENCE_31, NEXT)}

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TypeVar
 
 from finetune.competition import EpsilonSpec
 from finetune.scoring.epsilon import epsilon
+
+K = TypeVar("K")
 
 
 def _clean(score: float, nan_ties: bool = False) -> float:
@@ -98,4 +101,34 @@ def compute_wins(
     return wins, win_rate
 
 
-__all__ = ["adjusted_score", "compute_wins", "is_win"]
+def competitive_models(
+    scores: Mapping[K, float], blocks: Mapping[K, int], epsilon_spec: EpsilonSpec
+) -> set[K]:
+    """The models that could ever win: each beats every strictly earlier model even once the
+    earlier one's advantage has fully decayed (to ε's end value). Ours, protocol `next`.
+
+    Fresh clones of a leader carry a larger ε than the old leader, so they beat a better
+    newcomer that beats the leader, and shield it. A clone cannot beat the model it copies at
+    any ε, so it is left out before win rates are computed, and with it every model that is
+    no improvement on an earlier one.
+
+    Returns:
+        The competitive keys (the earliest model always is, if its score is finite).
+    """
+    factor = 1.0 - epsilon_spec.end
+    kept: set[K] = set()
+    best_before = math.inf  # best score among models of strictly earlier blocks
+    by_block: dict[int, list[K]] = {}
+    for key in scores:
+        by_block.setdefault(blocks[key], []).append(key)
+    for block in sorted(by_block):
+        group = by_block[block]
+        for key in group:
+            score = _clean(scores[key])
+            if math.isfinite(score) and score < best_before * factor:
+                kept.add(key)
+        best_before = min([best_before, *(_clean(scores[k]) for k in group)])
+    return kept
+
+
+__all__ = ["adjusted_score", "competitive_models", "compute_wins", "is_win"]

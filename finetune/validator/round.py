@@ -34,6 +34,7 @@ from finetune.scoring import (
 from finetune.scoring import subnet_weights as combine_competitions
 from finetune.scoring.aggregate import reference_score
 from finetune.scoring.history import should_retry_reference
+from finetune.scoring.wins import competitive_models
 from finetune.scoring.tracker import (
     chain_weights,
     evaluation_order,
@@ -177,9 +178,17 @@ def _rank(plan: RoundPlan, outcomes: dict[str, WorkerOutcome], models: dict[str,
         raws = {h: {n: v["raw"] for n, v in o.tasks.items()} for h, o in outcomes.items()}
         return scores, helm_scores(raws, competition.tasks, dropped), failed | helm_failed(raws, competition.tasks, dropped)
     blocks = {h: models[h].block for h in outcomes}
-    _, win_rate = compute_wins(scores, blocks, plan.block_now, competition.constraints.epsilon,
-                               nan_ties=rules.scores == "reference")
-    return scores, win_rate, failed
+    spec = competition.constraints.epsilon
+    ranked = scores
+    if rules.clones == "drop":  # clones and non-improvements never enter the win rates
+        keep = competitive_models(scores, blocks, spec)
+        ranked = {h: s for h, s in scores.items() if h in keep}
+        failed |= set(scores) - keep
+    _, win_rate = compute_wins(ranked, blocks, plan.block_now, spec, nan_ties=rules.scores == "reference")
+    return scores, {h: win_rate.get(h, 0.0) for h in scores}, failed
+
+
+NOT_COMPETITIVE = "not_competitive: cannot beat an earlier model even once its advantage has decayed"
 
 
 def _smooth(plan: RoundPlan, previous: Mapping[str, float], step: Mapping[str, float]) -> dict[str, float]:
@@ -229,7 +238,8 @@ def execute_round(
             score=scores[hotkey], win_rate=win_rate.get(hotkey, 0.0),
             epsilon_advantage=epsilon(competition.constraints.epsilon, plan.block_now, model.block),
             tasks={n: (raws.get(n, math.inf), normalised.get(n, math.inf)) for n in normalised},
-            reason="" if outcome.ok else printable(f"{outcome.reason}: {outcome.detail}", 120),
+            reason=(printable(f"{outcome.reason}: {outcome.detail}", 120) if not outcome.ok
+                    else NOT_COMPETITIVE if hotkey in failed else ""),
         ))
     return RoundResult(
         competition_id=competition.id, competition_name=competition.name, window_block=plan.window_block,

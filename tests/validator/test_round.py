@@ -68,12 +68,14 @@ def test_plan_takes_keep_and_pending_without_copies_in_block_order():
 
 
 def test_earlier_model_wins_within_epsilon_and_copy_is_rejected():
-    # b is earlier (block 10, epsilon decayed to 0.01); a is 0.5% better -> b still wins.
+    # b is earlier (block 10, epsilon decayed to 0.01); a is 0.5% better -> b still wins, and
+    # a, which could never beat b, does not even enter the win rates.
     state = _state(_model("a", 1, 900, "X"), _model("b", 2, 10, "Y"), _model("c", 3, 950, "Y"))
     _, result = _round(state, {"a": 0.995, "b": 1.0})  # b: 1.0 * (1 - 0.01) = 0.99 < 0.995
     rates = {m.hotkey: m.win_rate for m in result.models}
-    assert rates == {"b": 1.0, "a": 0.0}
+    assert rates == {"b": 0.0, "a": 0.0}
     assert result.step_weights == {"b": 1.0, "a": 0.0}
+    assert result.by_hotkey()["a"].reason.startswith("not_competitive")
     assert result.ema == pytest.approx({"b": 0.1})
     assert state.models["c"].status == "rejected" and state.models["c"].reason == "copy"
     assert state.competition(7).last_window == 900
@@ -206,3 +208,18 @@ def test_reference_weights_follow_the_uid_to_a_new_hotkey():
     dropped = state.realign(["b", "z"], successors={"a": "z"})  # uid 1 now belongs to z
     assert dropped == ["a"]
     assert state.competition(7).ema["z"] == 1.0
+
+
+def test_fresh_clones_of_the_leader_cannot_shield_it_from_a_better_newcomer():
+    # The leader L's advantage has decayed (block 10); three fresh clones (new content hashes,
+    # same scores) carry the full 5 %. Newcomer N is 3 % better than L: it beats L, but each
+    # clone's 5 % beats N. Under the reference's rules the clones win and L keeps its place;
+    # under ours (next) they are left out, N beats L and takes the step.
+    models = [_model("L", 1, 10, "L"), _model("N", 2, 990, "N")]
+    models += [_model(f"c{i}", 3 + i, 980, f"C{i}") for i in range(3)]
+    scores = {"L": 1.0, "N": 0.97, "c0": 1.0, "c1": 1.0, "c2": 1.0}
+    _, result = _round(_state(*models), scores)
+    assert result.step_weights["N"] == 1.0
+    assert all(result.by_hotkey()[f"c{i}"].reason.startswith("not_competitive") for i in range(3))
+    _, reference, _ = _reference_round(_state(*models), scores)
+    assert reference.step_weights["N"] == 0.0
