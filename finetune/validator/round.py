@@ -34,7 +34,6 @@ from finetune.scoring import (
 from finetune.scoring import subnet_weights as combine_competitions
 from finetune.scoring.aggregate import reference_score
 from finetune.scoring.history import should_retry_reference
-from finetune.scoring.wins import competitive_models
 from finetune.scoring.tracker import (
     chain_weights,
     evaluation_order,
@@ -42,6 +41,7 @@ from finetune.scoring.tracker import (
     reference_keep,
     reference_step_weights,
 )
+from finetune.scoring.wins import competitive_models
 from finetune.text import printable
 from finetune.validator.state import EvalRecord, TrackedModel, ValidatorState
 from finetune.validator.worker import WorkerOutcome
