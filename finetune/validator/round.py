@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -43,7 +44,7 @@ from finetune.scoring.tracker import (
 )
 from finetune.scoring.wins import competitive_models
 from finetune.text import printable
-from finetune.validator.state import EvalRecord, TrackedModel, ValidatorState
+from finetune.validator.state import ROUNDS_KEPT, EvalRecord, RoundSummary, TrackedModel, ValidatorState
 from finetune.validator.worker import WorkerOutcome
 
 logger = logging.getLogger(__name__)
@@ -318,6 +319,11 @@ def apply_round(
     comp.keep = keep
     comp.pending = _retries(state, plan, result, set(keep))
     comp.last_window = plan.window_block
+    comp.rounds.append(RoundSummary(
+        window_block=plan.window_block, block=plan.block_now, seed=plan.seed, finished_at=time.time(),
+        winner=result.winner, scores={m.hotkey: m.score for m in result.models}, weights=dict(comp.ema),
+    ))
+    del comp.rounds[:-ROUNDS_KEPT]
     for copy, original in plan.copies.items():
         model = state.models[copy]
         state.models[copy] = model.model_copy(update={

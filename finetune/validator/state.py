@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+ROUNDS_KEPT = 200  # round summaries per competition: months of history at a few KiB each
 
 
 class TrackedModel(BaseModel):
@@ -74,6 +75,20 @@ def _finite_weights(weights: dict[str, float]) -> dict[str, float]:
     return {h: w for h, w in weights.items() if math.isfinite(w)}
 
 
+class RoundSummary(BaseModel):
+    """One finished round of a competition, kept for the status views (a score history)."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
+    window_block: int
+    block: int
+    seed: int
+    finished_at: float  # wall time
+    winner: str = ""  # hotkey of the round's winner
+    scores: dict[str, float] = Field(default_factory=dict)  # hotkey -> score (inf: failed)
+    weights: dict[str, float] = Field(default_factory=dict)  # hotkey -> smoothed weight after it
+
+
 class CompetitionState(BaseModel):
     """Per competition: smoothed weights, the models kept for the next round, history."""
 
@@ -85,6 +100,7 @@ class CompetitionState(BaseModel):
     history: dict[str, list[EvalRecord]] = Field(default_factory=dict)  # hotkey -> last N
     last_window: int = -1  # sync window of the last completed round
     retried: list[str] = Field(default_factory=list)  # hotkey:revision given their one retry
+    rounds: list[RoundSummary] = Field(default_factory=list)  # the last ROUNDS_KEPT, oldest first
 
     _ema_finite = field_validator("ema")(_finite_weights)
 

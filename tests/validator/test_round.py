@@ -223,3 +223,16 @@ def test_fresh_clones_of_the_leader_cannot_shield_it_from_a_better_newcomer():
     assert all(result.by_hotkey()[f"c{i}"].reason.startswith("not_competitive") for i in range(3))
     _, reference, _ = _reference_round(_state(*models), scores)
     assert reference.step_weights["N"] == 0.0
+
+
+def test_round_summaries_keep_a_bounded_score_history():
+    from finetune.validator.state import ROUNDS_KEPT
+
+    state = _state(_model("a", 1, 10, "X"), _model("b", 2, 20, "Y"))
+    for i in range(ROUNDS_KEPT + 5):
+        state.competition(7).pending = ["a", "b"]
+        _round(state, {"a": 1.0 + i, "b": 2.0}, window=900 + 360 * i, block_now=1000 + 360 * i)
+    rounds = state.competition(7).rounds
+    assert len(rounds) == ROUNDS_KEPT
+    assert rounds[-1].scores == {"a": 1.0 + ROUNDS_KEPT + 4, "b": 2.0}
+    assert rounds[-1].winner == "b"
