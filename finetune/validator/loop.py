@@ -57,6 +57,7 @@ class LoopConfig:
     uid_check_s: float = constants.UID_CHECK_INTERVAL_S
     weights_s: float = constants.WEIGHTS_INTERVAL_S
     weights_retry_s: float = constants.WEIGHTS_RETRY_S
+    log_format: str = "auto"  # round reports: auto (table on a terminal, lines off one) | table | text | json
     cleanup_s: float = constants.MODEL_CLEANUP_INTERVAL_S
     idle_s: float = 30
     genesis_block: int = constants.SUBNET_GENESIS_BLOCK
@@ -106,6 +107,7 @@ class Validator:
         self._updater_view: dict[str, TrackedModel] = dict(self.state.models)
         self._high_stake_picks: set[str] = set()
         self._round_weights: dict[str, float] | None = None
+        self._announced_window = -1
 
     # ---- metagraph ------------------------------------------------------------------
     def sync_metagraph(self) -> MetagraphSnapshot:
@@ -269,6 +271,8 @@ class Validator:
             if result is not None:
                 ran += 1
                 self.rounds_done += 1
+        if not ran:
+            self._say_when_next(entry, block, window)
         if ran or ended:  # an ended competition's winners lose their weight now, not next round
             if ran and self._round_weights is not None:
                 weights = self._round_weights  # as the last round left them
@@ -282,10 +286,24 @@ class Validator:
         self._report_rounds()  # only now: no output may stand between a round and its state
         return ran
 
+    def _say_when_next(self, entry: ScheduleEntry, block: int, window: int) -> None:
+        """Once per window: the rounds are done, and when the next are due (not silence)."""
+        if self._announced_window == window:
+            return
+        scored = [s.competition.name for s in entry.competitions
+                  if self.state.competition(s.competition.id).last_window >= window]
+        if not scored:
+            return
+        self._announced_window = window
+        next_block = window + self.config.window_blocks
+        minutes = max(next_block - block, 0) * constants.BLOCK_TIME_S / 60
+        logger.info("window %d scored (%s); next round at block %d, ~%.0f min", window, ", ".join(scored),
+                    next_block, minutes)
+
     def _report_rounds(self) -> None:
         """Tables and metric records of this step's rounds; a failure here costs nothing."""
         for result in self.results:
-            report.print_round(self.console, result)
+            report.print_round(self.console, result, self.config.log_format)
             try:
                 self.sink.log(report.round_record(result))
             except Exception:  # noqa: BLE001 - wandb raises its own errors; metrics never cost a round

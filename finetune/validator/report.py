@@ -9,6 +9,7 @@ weights (the loop prints only after both are saved).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -52,10 +53,10 @@ def make_console(**kwargs: Any) -> ValidatorConsole:
     return ValidatorConsole(**kwargs)
 
 
-def show(console: Console, *renderables: RenderableType) -> bool:
+def show(console: Console, *renderables: RenderableType, **options: Any) -> bool:
     """Print report output; any failure is logged, never raised. Returns whether it printed."""
     try:
-        console.print(*renderables)
+        console.print(*renderables, **options)
         return True
     except (Exception, SystemExit):  # noqa: BLE001 - presentation never stops the validator;
         # SystemExit: a plain rich Console's answer to a broken pipe (see ValidatorConsole).
@@ -148,16 +149,71 @@ def round_record(result: RoundResult) -> dict[str, Any]:
     return record
 
 
-def print_round(console: Console, result: RoundResult) -> bool:
-    return show(console, round_table(result))
+def round_lines(result: RoundResult) -> list[str]:
+    """The round as plain text lines: one per model, every number whole (logs, pm2, files)."""
+    head = (f"round {result.competition_name} (id {result.competition_id}) window {result.window_block} "
+            f"block {result.block_now} seed {result.seed:x} models {len(result.models)}")
+    lines = [head]
+    for model in sorted(result.models, key=lambda m: (-result.ema.get(m.hotkey, 0.0), m.score)):
+        tasks = " ".join(f"{printable(name, 40)}={_fmt(raw, 4)}/{_fmt(norm, 4)}"
+                         for name, (raw, norm) in sorted(model.tasks.items()))
+        lines.append(
+            f"  uid {model.uid} repo {printable(model.repo_id, 60)}@{model.revision[:8]} block {model.block} "
+            f"score {_fmt(model.score, 6)} win_rate {_fmt(model.win_rate, 4)} "
+            f"step {_fmt(result.step_weights.get(model.hotkey, 0.0), 4)} "
+            f"weight {_fmt(result.ema.get(model.hotkey, 0.0), 6)} {tasks}"
+            + (f" reason {printable(model.reason, 200)}" if model.reason else "")
+        )
+    if result.dropped_tasks:
+        lines.append("  dropped tasks: " + printable(
+            ", ".join(f"{k} ({v})" for k, v in result.dropped_tasks.items()), 300))
+    return lines
+
+
+def round_json(result: RoundResult) -> list[str]:
+    """The round as JSON lines: one object per model (for log shippers)."""
+    out = []
+    for model in result.models:
+        out.append(json.dumps({
+            "event": "round", "competition": result.competition_name, "competition_id": result.competition_id,
+            "window_block": result.window_block, "block": result.block_now, "seed": result.seed,
+            "uid": model.uid, "hotkey": model.hotkey, "repo": model.repo_id, "revision": model.revision,
+            "score": _json_number(model.score), "win_rate": model.win_rate,
+            "step": result.step_weights.get(model.hotkey, 0.0), "weight": result.ema.get(model.hotkey, 0.0),
+            "tasks": {n: {"raw": _json_number(r), "normalized": _json_number(v)} for n, (r, v) in model.tasks.items()},
+            "reason": model.reason,
+        }, ensure_ascii=True))  # miner text stays escaped in the line
+    return out
+
+
+def _json_number(value: float) -> float | str:
+    return value if math.isfinite(value) else ("nan" if math.isnan(value) else "inf")
+
+
+LOG_FORMATS = ("auto", "table", "text", "json")
+
+
+def print_round(console: Console, result: RoundResult, log_format: str = "auto") -> bool:
+    """Print a round as a table on a terminal, as plain lines off one (or as `log_format` says).
+
+    Off a terminal rich cuts tables to an unreadable width (`6.9…`); lines never truncate.
+    """
+    style = log_format if log_format != "auto" else ("table" if console.is_terminal else "text")
+    if style == "table":
+        return show(console, round_table(result))
+    lines = round_json(result) if style == "json" else round_lines(result)
+    return show(console, Text("\n".join(lines)), soft_wrap=True)  # one record a line, never wrapped
 
 
 __all__ = [
+    "LOG_FORMATS",
     "ValidatorConsole",
     "cell",
     "make_console",
     "print_round",
     "rejections_table",
+    "round_json",
+    "round_lines",
     "round_record",
     "round_table",
     "show",

@@ -270,3 +270,23 @@ def test_a_template_that_exhausts_host_memory_is_out_of_memory_for_that_model(tm
     assert math.isinf(outcome["attacker"].score)
     assert outcome["attacker"].reason.startswith("out_of_memory"), outcome["attacker"].reason
     assert load_state(tmp_path / "state.json").last_weights == {"healthy": 1.0}
+
+
+def test_off_a_terminal_the_round_is_plain_lines_that_never_truncate_numbers(tmp_path, subnet):
+    import json as json_module
+
+    from finetune.validator.report import print_round
+
+    chain, store = subnet
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=stand_in_evaluate({"healthy": 1.23456789}))
+    (result,) = validator.run_once()
+    narrow = Console(file=io.StringIO(), width=40, force_terminal=False)
+    print_round(narrow, result)
+    text = narrow.file.getvalue()
+    assert "score 1.234568" in text and "…" not in text
+    assert all(line.startswith(("round ", "  uid ")) for line in text.splitlines())
+    as_json = Console(file=io.StringIO(), width=40)
+    print_round(as_json, result, "json")
+    record = json_module.loads(as_json.file.getvalue().splitlines()[0])
+    assert record["score"] == 1.23456789 and record["uid"] == chain.metagraph().by_hotkey("healthy").uid

@@ -116,3 +116,16 @@ def test_a_subnet_requiring_a_newer_weights_version_stops_the_validator(tmp_path
                                max_rounds=0)
     validator.stop_event.set()
     assert validator.run() == 0
+
+
+def test_an_already_scored_window_says_when_the_next_round_is_due(tmp_path, tiny_model_dir, caplog):
+    chain, store = make_subnet(tmp_path, ["healthy"])
+    publish_model(chain, store, tiny_model_dir, hotkey="healthy", repo_id="good/model", competition_id=REASONING)
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=stand_in_evaluate({"healthy": 1.0}))
+    validator.run_once()
+    with caplog.at_level("INFO", logger="finetune.validator.loop"):
+        assert validator.rounds_step() == 0
+        assert validator.rounds_step() == 0  # said once per window, not at every idle step
+    said = [r.getMessage() for r in caplog.records if "scored" in r.getMessage()]
+    assert len(said) == 1 and "next round at block 360" in said[0], said
