@@ -44,7 +44,13 @@ from finetune.scoring.tracker import (
 )
 from finetune.scoring.wins import competitive_models
 from finetune.text import printable
-from finetune.validator.state import ROUNDS_KEPT, EvalRecord, RoundSummary, TrackedModel, ValidatorState
+from finetune.validator.state import (
+    ROUNDS_KEPT,
+    EvalRecord,
+    RoundSummary,
+    TrackedModel,
+    ValidatorState,
+)
 from finetune.validator.worker import WorkerOutcome
 
 logger = logging.getLogger(__name__)
