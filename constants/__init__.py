@@ -55,6 +55,15 @@ HTTP_TIMEOUT_S = 30  # every HTTP call (Hub API, datasets-server) has this timeo
 # --- Disk (SPEC §8, ours) ----------------------------------------------------------------
 DISK_LOW_WATERMARK_BYTES = 50 * 1024**3  # no new download starts below this much free disk
 
+# --- Model downloads (ours) --------------------------------------------------------------
+# One model's download must finish within DOWNLOAD_BASE_S + bytes / DOWNLOAD_MIN_RATE_BYTES_S,
+# or a store that drips bytes holds the validator forever. The base covers connecting,
+# redirects and the small files; the rate is far below what the Hub's CDN serves a data-centre
+# validator (hundreds of MiB/s), so only a stalled or dripping transfer reaches it. A 20 GiB
+# model gets 120 s + 1024 s, about 19 min.
+DOWNLOAD_BASE_S = 120
+DOWNLOAD_MIN_RATE_BYTES_S = 20 * 1024**2
+
 # --- Weights of other validators (SPEC §8) -----------------------------------------------
 HIGH_STAKE_VALIDATOR_MIN_STAKE = 100_000.0  # validators with this much stake are "high stake"
 HIGH_STAKE_WEIGHT_MIN = 0.001  # a uid they weight at least this much is scanned for updates
@@ -67,6 +76,8 @@ __all__ = [
     "COMMITMENT_MAX_BYTES",
     "COMPETITION_ID_MAX_CHARS",
     "DISK_LOW_WATERMARK_BYTES",
+    "DOWNLOAD_BASE_S",
+    "DOWNLOAD_MIN_RATE_BYTES_S",
     "EMA_ALPHA",
     "EVAL_HISTORY_LENGTH",
     "FAILED_EVAL_RETRIES",

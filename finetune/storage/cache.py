@@ -8,7 +8,9 @@ Layout::
 
 A download goes to a temporary folder under `root` first and is renamed into place only when
 complete, so a folder at `path_for(hotkey, revision)` is always a complete copy (the rename is
-atomic on one filesystem). Free space is checked before a download starts.
+atomic on one filesystem). Free space is checked before a download starts, and every download
+runs under a deadline that grows with its size (`base + bytes / min_rate`): a download that
+times out, or that the store's bounded copy rejects, leaves nothing in the cache.
 """
 
 from __future__ import annotations
@@ -20,14 +22,18 @@ import shutil
 import stat
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+import constants
 from finetune.errors import DiskFull, StorageError
 from finetune.storage.files import validate_revision
 from finetune.storage.store import ModelStore
+from finetune.storage.transfer import download_deadline_s
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +72,8 @@ class ModelCache:
         root: cache folder (created if missing).
         min_free_bytes: low watermark: no download starts if it would leave less free space.
         grace_period_s: an unreferenced model is deleted only once unused for this long.
+        download_base_s, download_min_rate_bytes_s: a model of N bytes must download within
+            `base + N / rate` seconds (unless `fetch` is given its own deadline).
         disk_usage: `shutil.disk_usage`-like function (injectable for tests).
         clock: time source in seconds (injectable for tests).
     """
@@ -76,6 +84,8 @@ class ModelCache:
         *,
         min_free_bytes: int,
         grace_period_s: float,
+        download_base_s: float = constants.DOWNLOAD_BASE_S,
+        download_min_rate_bytes_s: float = constants.DOWNLOAD_MIN_RATE_BYTES_S,
         disk_usage: Callable[[str], _Usage] = shutil.disk_usage,  # type: ignore[assignment]
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -83,8 +93,12 @@ class ModelCache:
         self.root.mkdir(parents=True, exist_ok=True)
         self.min_free_bytes = min_free_bytes
         self.grace_period_s = grace_period_s
+        self.download_base_s = download_base_s
+        self.download_min_rate_bytes_s = download_min_rate_bytes_s
         self._disk_usage = disk_usage
         self._clock = clock
+        self._in_use: dict[tuple[str, str], int] = {}  # (hotkey, revision) -> users (rounds)
+        self._in_use_lock = threading.Lock()
 
     def path_for(self, hotkey: str, revision: str) -> Path:
         """Where the model of `hotkey` at `revision` lives (whether or not it is cached).
@@ -127,6 +141,51 @@ class ModelCache:
         """The check finished (passed or rejected): forget its attempts."""
         self._check_marker(hotkey, revision).unlink(missing_ok=True)
 
+    @contextmanager
+    def using(self, hotkey: str, revision: str) -> Iterator[None]:
+        """Mark a model in use (a round is scoring it): neither pruning nor cleanup deletes it."""
+        key = (hotkey, revision)
+        with self._in_use_lock:
+            self._in_use[key] = self._in_use.get(key, 0) + 1
+        try:
+            self.touch(hotkey, revision)
+            yield
+        finally:
+            with self._in_use_lock:
+                self._in_use[key] -= 1
+                if not self._in_use[key]:
+                    del self._in_use[key]
+
+    def _is_in_use(self, hotkey: str, revision: str) -> bool:
+        with self._in_use_lock:
+            return (hotkey, revision) in self._in_use
+
+    def prune(self, hotkey: str, keep: str | None = None) -> list[Path]:
+        """Delete every cached revision of `hotkey` but `keep` and those in use, at once.
+
+        A hotkey's older revisions are referenced by nothing once it commits a new one, so
+        they do not wait for the grace period (one hotkey re-committing every few minutes
+        could otherwise hold dozens of 20 GB models for hours). At most two revisions of a
+        hotkey are then on disk: the one a round is scoring and the one being fetched.
+
+        Returns:
+            The model folders deleted.
+        """
+        folder = self.root / _validate_hotkey(hotkey)
+        if not folder.is_dir():
+            return []
+        deleted = []
+        for model_dir in sorted(p for p in folder.iterdir() if p.is_dir() and _REVISION.fullmatch(p.name)):
+            if model_dir.name == keep or self._is_in_use(hotkey, model_dir.name):
+                continue
+            _rmtree(model_dir)
+            self._marker(hotkey, model_dir.name).unlink(missing_ok=True)
+            self._check_marker(hotkey, model_dir.name).unlink(missing_ok=True)
+            deleted.append(model_dir)
+        if deleted:
+            logger.info("removed %d superseded revision(s) of %s", len(deleted), hotkey)
+        return deleted
+
     def touch(self, hotkey: str, revision: str) -> None:
         """Record that the model was used now (it restarts the grace period)."""
         self.path_for(hotkey, revision)
@@ -162,6 +221,7 @@ class ModelCache:
         revision: str,
         *,
         expected_bytes: int | None = None,
+        deadline_s: float | None = None,
     ) -> Path:
         """Return the cached model folder, downloading it first if needed.
 
@@ -171,15 +231,24 @@ class ModelCache:
             repo_id, revision: the committed model.
             expected_bytes: download size if already known (from `RevisionInfo.download_bytes`);
                 otherwise it is read from the store before downloading.
+            deadline_s: wall-clock limit of the download; None gives
+                `download_base_s + expected_bytes / download_min_rate_bytes_s`.
+
+        The hotkey's other revisions are deleted first (`prune`): a new commitment supersedes
+        them, unless a round is scoring one right now.
 
         Returns:
             The folder holding the model's files.
 
         Raises:
             DiskFull: not enough free disk to download.
-            RepoNotFound, StorageError: from the store, or an invalid hotkey/revision.
+            ModelRejected: the store served bytes that disagree with its listing (reasons
+                `oversized_download`, `hash_mismatch_download`).
+            RepoNotFound, StorageError: from the store (e.g. `download_timeout`,
+                `incomplete_download`), or an invalid hotkey/revision.
         """
         final = self.path_for(hotkey, revision)
+        self.prune(hotkey, keep=revision)  # this hotkey's older revisions are superseded now
         if final.is_dir():
             self.touch(hotkey, revision)
             return final
@@ -187,11 +256,17 @@ class ModelCache:
         if expected_bytes is None:
             expected_bytes = store.revision_info(repo_id, revision).download_bytes
         self.check_free_space(expected_bytes)
+        if deadline_s is None:
+            deadline_s = download_deadline_s(
+                expected_bytes,
+                base_s=self.download_base_s,
+                min_rate_bytes_s=self.download_min_rate_bytes_s,
+            )
         tmp_root = self.root / _TMP
         tmp_root.mkdir(exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=tmp_root, prefix=f"{hotkey}-"))
         try:
-            store.download(repo_id, revision, staging / "model")
+            store.download(repo_id, revision, staging / "model", deadline_s=deadline_s)
             self._move_into_place(staging / "model", hotkey, revision)
         finally:
             if staging.exists():
@@ -236,7 +311,7 @@ class ModelCache:
                 continue  # not ours: leave it alone
             models = (p for p in hotkey_dir.iterdir() if p.is_dir() and _REVISION.fullmatch(p.name))
             for model_dir in sorted(models):
-                if keep.get(hotkey_dir.name) == model_dir.name:
+                if keep.get(hotkey_dir.name) == model_dir.name or self._is_in_use(hotkey_dir.name, model_dir.name):
                     continue
                 used = self.last_used(hotkey_dir.name, model_dir.name) or model_dir.stat().st_mtime
                 if now - used >= self.grace_period_s:

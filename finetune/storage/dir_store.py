@@ -20,6 +20,7 @@ import stat
 import tempfile
 from pathlib import Path
 
+import constants
 from finetune.errors import RepoNotFound, StorageError
 from finetune.storage.files import (
     allowed_files_in,
@@ -30,6 +31,13 @@ from finetune.storage.files import (
 )
 from finetune.storage.records import RemoteFile, RevisionInfo, SafetensorsSummary
 from finetune.storage.safetensors_header import read_header
+from finetune.storage.transfer import (
+    Deadline,
+    copy_bounded,
+    download_deadline_s,
+    file_chunks,
+    fill_folder,
+)
 
 _READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 
@@ -48,12 +56,23 @@ class DirModelStore:
         root: the store's folder (created if missing).
         read_private: when False, reads of a private repo raise `RepoNotFound`, as the Hub
             does for a reader without access (use it to test the private-then-public upload).
+        download_base_s, download_min_rate_bytes_s: a download without an explicit deadline
+            gets `base + bytes / rate` seconds (the folder may be a slow network mount).
     """
 
-    def __init__(self, root: str | Path, *, read_private: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        read_private: bool = True,
+        download_base_s: float = constants.DOWNLOAD_BASE_S,
+        download_min_rate_bytes_s: float = constants.DOWNLOAD_MIN_RATE_BYTES_S,
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.read_private = read_private
+        self.download_base_s = download_base_s
+        self.download_min_rate_bytes_s = download_min_rate_bytes_s
 
     def __repr__(self) -> str:
         return f"DirModelStore({str(self.root)!r})"
@@ -171,23 +190,49 @@ class DirModelStore:
                     tensors += 1
         return SafetensorsSummary(parameter_count=sum(dtypes.values()), dtypes=dtypes, tensor_count=tensors)
 
-    def download(self, repo_id: str, revision: str, dest_dir: str | Path) -> Path:
-        """Copy the revision's allowed files into `dest_dir` as real, writable files.
+    def download(
+        self, repo_id: str, revision: str, dest_dir: str | Path, *, deadline_s: float | None = None
+    ) -> Path:
+        """Copy the revision's allowed files into `dest_dir` as real, writable files, bounded.
+
+        The manifest is the listing: a stored file larger than its entry is cut off at the
+        listed size (a planted file, or a symlink to a device, is never copied whole), and
+        every file is checked against the entry's SHA-256.
+
+        Args:
+            repo_id, revision: the revision.
+            dest_dir: created if missing; it must be empty.
+            deadline_s: wall-clock limit of the whole copy; None gives
+                `download_base_s + bytes / download_min_rate_bytes_s`.
+
+        Returns:
+            `dest_dir`, holding exactly the listed allowed files (left empty on failure).
 
         Raises:
             RepoNotFound: no such repo or revision.
-            StorageError: `dest_dir` is not empty (reason `dest_not_empty`).
+            ModelRejected: a file is larger than listed (reason `oversized_download`) or does
+                not match its listed SHA-256 (`hash_mismatch_download`).
+            StorageError: `dest_not_empty`, `incomplete_download`, `download_timeout`, or a
+                stored file is missing (`file_not_found`).
         """
-        manifest = self._manifest(repo_id, revision)
-        dest = Path(dest_dir)
-        if dest.exists() and any(dest.iterdir()):
-            raise StorageError(f"download target {dest} is not empty", reason="dest_not_empty")
-        dest.mkdir(parents=True, exist_ok=True)
+        info = self.revision_info(repo_id, revision)
+        if deadline_s is None:
+            deadline_s = download_deadline_s(
+                info.download_bytes,
+                base_s=self.download_base_s,
+                min_rate_bytes_s=self.download_min_rate_bytes_s,
+            )
+        deadline = Deadline(deadline_s)
         folder = self._repo_dir(repo_id) / "revisions" / revision
-        for entry in manifest:
-            if is_allowed_file(entry["path"]):
-                shutil.copyfile(folder / entry["path"], dest / entry["path"])
-        return dest
+
+        def copy_one(remote: RemoteFile, target: Path) -> None:
+            what = f"copy {repo_id}@{revision[:8]}/{remote.path}"
+            source = folder / remote.path
+            if not source.exists():
+                raise StorageError(f"{what}: the stored file is missing", reason="file_not_found")
+            copy_bounded(file_chunks(source), target, remote, deadline=deadline, what=what)
+
+        return fill_folder(dest_dir, info.download_files, copy_one)
 
 
 __all__ = ["DirModelStore"]

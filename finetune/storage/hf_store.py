@@ -3,25 +3,34 @@
 Every call goes through `_call`, the one place that maps the client's failures to our errors
 and retries the transient ones (timeouts, dropped connections, 429 and 5xx) with exponential
 back-off. Reads are pinned to a 40-hex commit sha, so no branch is ever resolved.
+
+A download is one GET of the `resolve` URL per listed file, through the client's own HTTP
+session, streamed through `transfer.copy_bounded`: no file grows past its listed size, LFS
+files are checked against their listed SHA-256, and the whole download (retries included)
+runs under one `Deadline` that also caps every request's read timeout.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import TypeVar
 
+import constants
 from finetune.errors import FinetuneError, ModelRejected, RepoNotFound, StorageError
-from finetune.storage.files import (
-    allowed_files_in,
-    is_allowed_file,
-    validate_repo_id,
-    validate_revision,
-)
+from finetune.storage.files import allowed_files_in, validate_repo_id, validate_revision
 from finetune.storage.records import RemoteFile, RevisionInfo, SafetensorsSummary
+from finetune.storage.transfer import (
+    Deadline,
+    copy_bounded,
+    download_deadline_s,
+    fill_folder,
+    incomplete,
+    oversized,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +38,22 @@ T = TypeVar("T")
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
-def _classify(exc: BaseException, what: str) -> tuple[FinetuneError, bool]:
-    """Map a client exception to (our error, whether a retry may help)."""
-    from huggingface_hub import errors as hf_errors
+_ERROR_BODY_BYTES = 64 * 1024  # Hub error bodies are a short JSON; read no more of one
 
+
+def _httpx() -> ModuleType:
     try:
         import httpx2 as httpx  # huggingface_hub >= 2
     except ImportError:  # pragma: no cover - huggingface_hub 1.x uses httpx
         import httpx  # type: ignore[no-redef]
+    return httpx
+
+
+def _classify(exc: BaseException, what: str) -> tuple[FinetuneError, bool]:
+    """Map a client exception to (our error, whether a retry may help)."""
+    from huggingface_hub import errors as hf_errors
+
+    httpx = _httpx()
 
     if isinstance(exc, (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError)):
         return RepoNotFound(f"{what}: not found ({type(exc).__name__})"), False
@@ -50,6 +67,8 @@ def _classify(exc: BaseException, what: str) -> tuple[FinetuneError, bool]:
         return StorageError(f"{what}: timed out", reason="hub_timeout"), True
     if isinstance(exc, (httpx.TransportError, hf_errors.LocalEntryNotFoundError)):
         return StorageError(f"{what}: hub unreachable ({exc})", reason="hub_unreachable"), True
+    if isinstance(exc, httpx.RequestError):  # too many redirects, an undecodable body
+        return StorageError(f"{what}: bad answer ({type(exc).__name__})", reason="hub_error"), False
     if isinstance(exc, hf_errors.HfHubHTTPError):
         status = exc.response.status_code if exc.response is not None else None
         transient = status in _TRANSIENT_STATUS
@@ -67,9 +86,12 @@ class HfModelStore:
     Args:
         token: access token; None uses the locally saved one, False sends none.
         endpoint: Hub URL (None for huggingface.co; tests pass a loopback server).
-        timeout_s: per-request timeout where the client accepts one.
+        timeout_s: per-request timeout where the client accepts one (a download's requests
+            get at most what is left of its deadline).
         retries: extra attempts after a transient failure.
         backoff_s: first back-off wait; doubles each attempt, capped at 30 s.
+        download_base_s, download_min_rate_bytes_s: a download without an explicit deadline
+            gets `base + bytes / rate` seconds.
         sleep: injectable for tests.
     """
 
@@ -81,6 +103,8 @@ class HfModelStore:
         timeout_s: float = 30.0,
         retries: int = 3,
         backoff_s: float = 1.0,
+        download_base_s: float = constants.DOWNLOAD_BASE_S,
+        download_min_rate_bytes_s: float = constants.DOWNLOAD_MIN_RATE_BYTES_S,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         from huggingface_hub import HfApi
@@ -91,6 +115,8 @@ class HfModelStore:
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.download_base_s = download_base_s
+        self.download_min_rate_bytes_s = download_min_rate_bytes_s
         self._sleep = sleep
         # A revision is a full commit sha, so its listing never changes: inspecting, reading
         # headers and downloading one model list it once, not three times.
@@ -99,15 +125,23 @@ class HfModelStore:
     def __repr__(self) -> str:
         return f"HfModelStore(endpoint={self._endpoint or 'https://huggingface.co'!r})"
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _call(self, what: str, fn: Callable[[], T], *, deadline: Deadline | None = None) -> T:
         for attempt in range(self.retries + 1):
+            if deadline is not None:
+                deadline.check(what)
             try:
                 return fn()
+            except FinetuneError:
+                raise  # already ours: a bounded copy's verdict on the bytes served
             except Exception as exc:  # narrowed by _classify, which re-raises the unknown
                 error, transient = _classify(exc, what)
+                if transient and deadline is not None and deadline.expired:
+                    raise deadline.timeout(what) from exc  # a read cut short by the deadline
                 if not transient or attempt == self.retries:
                     raise error from exc
                 wait = min(self.backoff_s * 2**attempt, 30.0)
+                if deadline is not None:
+                    wait = min(wait, max(deadline.remaining(), 0.0))
                 logger.warning(
                     "%s failed (%s); retry %d in %.1fs", what, error.reason, attempt + 1, wait
                 )
@@ -234,48 +268,117 @@ class HfModelStore:
             tensors += len(meta.tensors)
         return SafetensorsSummary(parameter_count=sum(dtypes.values()), dtypes=dtypes, tensor_count=tensors)
 
-    def download(self, repo_id: str, revision: str, dest_dir: str | Path) -> Path:
-        """Download the revision's allowed files into `dest_dir` as real files.
+    def download(
+        self, repo_id: str, revision: str, dest_dir: str | Path, *, deadline_s: float | None = None
+    ) -> Path:
+        """Download the revision's allowed files into `dest_dir` as real files, bounded.
+
+        Each listed file is one streamed GET of its `resolve` URL (redirects followed), cut
+        off the moment it exceeds its listed size and checked against its listed SHA-256 when
+        the listing has one (LFS files).
+
+        Args:
+            repo_id, revision: the pinned revision.
+            dest_dir: created if missing; it must be empty.
+            deadline_s: wall-clock limit of the whole download; None gives
+                `download_base_s + bytes / download_min_rate_bytes_s`.
+
+        Returns:
+            `dest_dir`, holding exactly the listed allowed files (left empty on failure).
 
         Raises:
             RepoNotFound: no such repo or revision.
-            StorageError: `dest_dir` not empty, a Hub failure, or a file of the wrong size.
+            ModelRejected: a file is larger than listed (reason `oversized_download`) or does
+                not match its listed SHA-256 (`hash_mismatch_download`).
+            StorageError: `dest_not_empty`, `incomplete_download`, `download_timeout`, or a
+                Hub failure.
         """
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers
 
         info = self.revision_info(repo_id, revision)
-        wanted = info.download_files
-        dest = Path(dest_dir)
-        if dest.exists() and any(dest.iterdir()):
-            raise StorageError(f"download target {dest} is not empty", reason="dest_not_empty")
-        dest.mkdir(parents=True, exist_ok=True)
-        if not wanted:  # an empty pattern list would be read as "no filter"
-            return dest
-        self._call(
-            f"download {repo_id}@{revision}",
-            lambda: snapshot_download(
-                repo_id,
-                revision=revision,
-                local_dir=dest,
-                allow_patterns=[f.path for f in wanted],  # plain names: exact matches
-                endpoint=self._endpoint,
-                token=self._token,
-                etag_timeout=self.timeout_s,
-                max_workers=4,
-            ),
-        )
-        shutil.rmtree(dest / ".cache", ignore_errors=True)  # the client's bookkeeping
-        for remote in wanted:
-            local = dest / remote.path
-            if not local.is_file() or local.stat().st_size != remote.size:
-                raise StorageError(
-                    f"{repo_id}@{revision}: {remote.path} incomplete after download",
-                    reason="incomplete_download",
-                )
-        for extra in dest.iterdir():
-            if not is_allowed_file(extra.name):
-                shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
-        return dest
+        if deadline_s is None:
+            deadline_s = download_deadline_s(
+                info.download_bytes,
+                base_s=self.download_base_s,
+                min_rate_bytes_s=self.download_min_rate_bytes_s,
+            )
+        deadline = Deadline(deadline_s)
+        headers = build_hf_headers(token=self._token)
+        headers["Accept-Encoding"] = "identity"  # sizes and hashes are of the stored bytes
+
+        def copy_one(remote: RemoteFile, target: Path) -> None:
+            url = hf_hub_url(repo_id, remote.path, revision=revision, endpoint=self._endpoint)
+            what = f"download {repo_id}@{revision[:8]}/{remote.path}"
+            self._call(
+                what,
+                lambda: self._stream_file(url, headers, remote, target, deadline, what),
+                deadline=deadline,
+            )
+
+        return fill_folder(dest_dir, info.download_files, copy_one)
+
+    def _stream_file(
+        self,
+        url: str,
+        headers: dict[str, str],
+        remote: RemoteFile,
+        target: Path,
+        deadline: Deadline,
+        what: str,
+    ) -> None:
+        from huggingface_hub.utils import get_session
+
+        httpx = _httpx()
+        # A silent connection must end by the deadline too, not only one that sends chunks.
+        timeout = min(self.timeout_s, deadline.remaining())
+        if timeout <= 0:
+            raise deadline.timeout(what)
+        with get_session().stream(
+            "GET", url, headers=headers, timeout=httpx.Timeout(timeout), follow_redirects=True
+        ) as response:
+            _raise_for_download_status(response, what)
+            _check_announced_size(response, remote, what)
+            copy_bounded(response.iter_bytes(), target, remote, deadline=deadline, what=what)
+
+
+def _raise_for_download_status(response, what: str) -> None:
+    """Raise the client's error for a failed GET, reading at most a small part of its body."""
+    from huggingface_hub.utils import hf_raise_for_status
+
+    status = response.status_code
+    if status == 200:
+        return
+    if status < 400:  # a redirect left unfollowed, or a partial answer we never asked for
+        raise StorageError(f"{what}: unexpected HTTP {status}", reason="hub_error", status=status)
+    body = b""
+    for chunk in response.iter_raw():
+        body += chunk
+        if len(body) >= _ERROR_BODY_BYTES:
+            break
+    skip = {"content-length", "content-encoding", "transfer-encoding"}
+    small = _httpx().Response(
+        status,
+        headers=[(k, v) for k, v in response.headers.multi_items() if k.lower() not in skip],
+        content=body[:_ERROR_BODY_BYTES],
+        request=response.request,
+    )
+    hf_raise_for_status(small)  # raises the mapped HfHubHTTPError subclass
+    raise StorageError(f"{what}: HTTP {status}", reason="hub_error", status=status)
+
+
+def _check_announced_size(response, remote: RemoteFile, what: str) -> None:
+    """Fail before reading a body whose announced length already disagrees with the listing."""
+    if response.headers.get("Content-Encoding", "identity").lower() != "identity":
+        return  # the length is of the encoded body; the copy counts the decoded bytes
+    try:
+        announced = int(response.headers["Content-Length"])
+    except (KeyError, ValueError):
+        return  # no usable length: the copy's own count decides
+    if announced > remote.size:
+        raise oversized(what, remote, announced, announced=True)
+    if announced < remote.size:
+        raise incomplete(what, remote, announced, announced=True)
 
 
 __all__ = ["HfModelStore"]

@@ -15,8 +15,9 @@ class ModelStore(Protocol):
 
     Implementations: `HfModelStore` (the Hugging Face Hub) and `DirModelStore` (a local folder).
     Reads take a 40-hex commit sha, never a branch name, so what was committed on chain is
-    what is read. A missing repo or revision raises `RepoNotFound`; other failures raise a
-    `StorageError` whose `reason` names the cause.
+    what is read. A missing repo or revision raises `RepoNotFound`; bytes that disagree with
+    the listing raise `ModelRejected` (`oversized_download`, `hash_mismatch_download`); other
+    failures raise a `StorageError` whose `reason` names the cause.
     """
 
     def upload(self, model_dir: str | Path, repo_id: str, *, private: bool = True) -> str:
@@ -35,8 +36,16 @@ class ModelStore(Protocol):
         """Parameter count per dtype from the safetensors headers only."""
         ...
 
-    def download(self, repo_id: str, revision: str, dest_dir: str | Path) -> Path:
-        """Write the revision's allowed files into `dest_dir` (real files); return it."""
+    def download(
+        self, repo_id: str, revision: str, dest_dir: str | Path, *, deadline_s: float | None = None
+    ) -> Path:
+        """Write the revision's allowed files into `dest_dir` (real files); return it.
+
+        Bounded (`finetune.storage.transfer`): no file is written past its listed size, a
+        listed SHA-256 is checked, and the whole download ends within `deadline_s` seconds
+        (None: the store's own `base + bytes / rate` default). On failure `dest_dir` holds
+        no file of this download.
+        """
         ...
 
 

@@ -126,3 +126,7 @@ class StoreFetcher:
     def mark_used(self, hotkey: str, revision: str) -> None:
         """Restart the model's cleanup grace period: it is about to be evaluated."""
         self.cache.touch(hotkey, revision)
+
+    def using(self, hotkey: str, revision: str):
+        """Context: a round is scoring this model; it is not deleted meanwhile."""
+        return self.cache.using(hotkey, revision)

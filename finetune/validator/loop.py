@@ -206,13 +206,14 @@ class Validator:
         options = {"device": self.config.device, "batch_tokens": self.config.batch_tokens}
         try:
             # A model in a round must outlive the cleanup thread's grace period, even when
-            # its miner has since committed a newer revision.
+            # its miner has since committed a newer revision (which prunes the older ones).
             self.fetcher.mark_used(model.hotkey, model.revision)
         except (FinetuneError, OSError) as exc:
             logger.warning("could not mark %s in use: %s", model.local_path, exc)
-        return self.evaluate(model.local_path, competition, task_data, deadline_s=self.config.model_deadline_s,
-                             options=options, should_abort=self.stop_event.is_set,
-                             memory_bytes=self.config.worker_memory_bytes)
+        with self.fetcher.using(model.hotkey, model.revision):
+            return self.evaluate(model.local_path, competition, task_data, deadline_s=self.config.model_deadline_s,
+                                 options=options, should_abort=self.stop_event.is_set,
+                                 memory_bytes=self.config.worker_memory_bytes)
 
     def _uids(self) -> tuple[dict[str, int], int]:
         """hotkey -> uid of the latest metagraph, and its size (from the state if none yet)."""

@@ -41,6 +41,10 @@ class TrackedModel(BaseModel):
     reason: str = ""  # rejection code when status == rejected
     detail: str = ""
     checked_at: float = 0.0  # wall time of the last check
+    # A newer commitment of this hotkey still in its eval delay; until it is checked, this
+    # (older, ready) model keeps competing.
+    waiting_commitment: str = ""
+    waiting_detail: str = ""
 
 
 class EvalRecord(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,8 +23,8 @@ logger = logging.getLogger(__name__)
 
 # Reasons that may clear up on their own: the uid is checked again at its next turn.
 TRANSIENT_REASONS = frozenset(
-    {"eval_delay", "repo_not_found", "disk_low", "storage", "download_failed", "chain", "check_failed",
-     "aborted"}
+    {"eval_delay", "repo_not_found", "disk_low", "storage", "download_failed", "download_timeout",
+     "incomplete_download", "chain", "check_failed", "aborted"}
 )
 
 
@@ -39,6 +40,8 @@ class ModelFetcher(Protocol):
 
     def mark_used(self, hotkey: str, revision: str) -> None: ...
 
+    def using(self, hotkey: str, revision: str) -> AbstractContextManager[None]: ...
+
 
 @dataclass(frozen=True)
 class UpdateResult:
@@ -51,6 +54,9 @@ def needs_check(previous: TrackedModel | None, neuron: NeuronInfo, *, now: float
     """A uid is (re)checked when its commitment changed, or a transient failure is due a retry."""
     if neuron.commitment is None:
         return previous is not None
+    waiting = previous is not None and previous.waiting_commitment
+    if waiting and previous.waiting_commitment == neuron.commitment and previous.uid == neuron.uid:
+        return now - previous.checked_at >= interval_s  # its eval delay is checked again in time
     if previous is None or previous.commitment != neuron.commitment or previous.uid != neuron.uid:
         return True
     if previous.status == "ready":
@@ -116,7 +122,12 @@ def check_neuron(
     except DiskFull as exc:
         return _tracked(neuron, status="rejected", reason="disk_low", detail=str(exc), **base)
     except (StorageError, OSError) as exc:
-        return _tracked(neuron, status="rejected", reason="download_failed", detail=str(exc)[:300], **base)
+        # A download cut off by its deadline or short of its listed bytes keeps its own reason
+        # (both retried); a listing the bytes break is a ModelRejected above, never retried.
+        reason = getattr(exc, "reason", None)
+        if reason not in ("download_timeout", "incomplete_download"):
+            reason = "download_failed"
+        return _tracked(neuron, status="rejected", reason=reason, detail=str(exc)[:300], **base)
     except FinetuneError as exc:
         return _tracked(neuron, status="rejected", reason=exc.reason, detail=str(exc)[:300], **base)
     except Exception as exc:  # noqa: BLE001 - the per-miner boundary: record it, check the next uid
@@ -180,6 +191,13 @@ def update_models(
             break
         checked = check_neuron(neuron, schedule=schedule, block_now=metagraph.block, fetcher=fetcher,
                                should_abort=should_abort)
+        if checked.status == "pending" and previous is not None and previous.status == "ready" \
+                and previous.uid == neuron.uid:
+            # A new commitment waiting for its eval delay does not take the old model out of
+            # the competition (as in the reference, whose tracker keeps the old one until then).
+            checked = previous.model_copy(update={
+                "waiting_commitment": checked.commitment, "waiting_detail": checked.detail,
+                "checked_at": checked.checked_at})
         changed = checked.status == "ready" and (
             previous is None or previous.status != "ready" or previous.revision != checked.revision
             or previous.content_hash != checked.content_hash

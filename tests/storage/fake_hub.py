@@ -5,6 +5,10 @@ and the write side for small files (create repo, settings, preupload answering "
 every file, NDJSON commit with base64 contents). Error answers carry the `X-Error-Code`
 header the client maps to `RepositoryNotFoundError` / `RevisionNotFoundError` /
 `EntryNotFoundError`. Private repos are invisible to requests without the hub's token.
+
+A test can make the Hub misbehave: `fail_queue` answers errors, `report_size` lists a false
+size, and `serve` changes how one file's `resolve` GET is answered (other bytes than listed,
+no `Content-Length`, or bytes dripped slowly), as a hostile or broken server would.
 """
 
 from __future__ import annotations
@@ -47,6 +51,16 @@ def etag_of(path: str, data: bytes) -> str:
     return hashlib.sha256(data).hexdigest() if is_lfs(path) else git_blob_sha1(data)
 
 
+@dataclass(frozen=True)
+class Serving:
+    """How `resolve` answers for one file instead of sending its bytes at once."""
+
+    body: bytes | None = None  # sent instead of the file's bytes (the listing is unchanged)
+    declare_length: bool = True  # False: no Content-Length; the body ends when we close
+    drip_bytes: int = 0  # send the body this many bytes at a time (0: 1 MiB pieces) ...
+    drip_interval_s: float = 0.0  # ... waiting this long before each piece after the first
+
+
 @dataclass
 class FakeRepo:
     private: bool = False
@@ -68,6 +82,12 @@ class FakeHub:
         self.repos: dict[str, FakeRepo] = {}
         self.fail_queue: list[int] = []  # statuses to answer to the next requests, in order
         self.requests: list[tuple[str, str]] = []
+        # Optional: sizes the listings report instead of the real ones, keyed by
+        # (repo_id, commit sha, path). Downloads still serve the real bytes.
+        self.reported_sizes: dict[tuple[str, str, str], int] = {}
+        # Optional: how resolve serves one file, keyed like reported_sizes (see `serve`).
+        self.serving: dict[tuple[str, str, str], Serving] = {}
+        self.closed = threading.Event()  # set on exit: dripping answers stop at once
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -77,6 +97,34 @@ class FakeHub:
         with self.lock:
             repo = self.repos.setdefault(repo_id, FakeRepo(private=private))
             return self._commit(repo, dict(files))
+
+    def report_size(self, repo_id: str, commit: str, path: str, size: int) -> None:
+        """Make the listings (model info, tree, paths-info) report `size` bytes for one file,
+        e.g. to test size limits of many GiB without holding them; downloads are unchanged."""
+        with self.lock:
+            self.reported_sizes[(repo_id, commit, path)] = size
+
+    def serve(
+        self,
+        repo_id: str,
+        commit: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        declare_length: bool = True,
+        drip_bytes: int = 0,
+        drip_interval_s: float = 0.0,
+    ) -> None:
+        """Change how `resolve` answers for one file; listings are unchanged.
+
+        `body` is sent instead of the file's bytes (more bytes, fewer, or other ones);
+        `declare_length=False` leaves out `Content-Length`, so only the connection's close
+        ends the body; `drip_bytes` and `drip_interval_s` send it slowly.
+        """
+        with self.lock:
+            self.serving[(repo_id, commit, path)] = Serving(
+                body, declare_length, drip_bytes, drip_interval_s
+            )
 
     def _commit(self, repo: FakeRepo, files: dict[str, bytes]) -> str:
         listing = {p: hashlib.sha256(d).hexdigest() for p, d in sorted(files.items())}
@@ -98,6 +146,7 @@ class FakeHub:
 
     def __exit__(self, *exc: object) -> None:
         assert self._server is not None
+        self.closed.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -128,12 +177,13 @@ def _is_private(body: dict) -> bool | None:
     return None if body.get("private") is None else bool(body["private"])
 
 
-def _entry(path: str, data: bytes) -> dict:
-    entry = {"type": "file", "path": path, "size": len(data), "oid": git_blob_sha1(data)}
+def _entry(path: str, data: bytes, size: int | None = None) -> dict:
+    size = len(data) if size is None else size
+    entry = {"type": "file", "path": path, "size": size, "oid": git_blob_sha1(data)}
     if is_lfs(path):
         entry["lfs"] = {
             "oid": hashlib.sha256(data).hexdigest(),
-            "size": len(data),
+            "size": size,
             "pointerSize": 134,
         }
     return entry
@@ -176,13 +226,16 @@ class _Handler(BaseHTTPRequestHandler):
                 params = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
                 try:
                     with fake.lock:
-                        return getattr(self, f"_{name}")(params, parse_qs(split.query), authorized)
+                        reply = getattr(self, f"_{name}")(params, parse_qs(split.query), authorized)
                 except HubError as err:
                     headers = {"X-Error-Code": err.code} if err.code else {}
                     body = json.dumps({"error": err.code or "error"}).encode()
                     return self._send(
                         err.status, body, {**headers, "Content-Type": "application/json"}
                     )
+                if reply is not None:  # a long or slow body, sent without holding the lock
+                    reply()
+                return
         self._json({"error": "no route"}, 404)
 
     do_GET = do_POST = do_PUT = do_HEAD = _dispatch
@@ -192,11 +245,12 @@ class _Handler(BaseHTTPRequestHandler):
         sha, files = self.fake.files_at(p["repo"], p.get("rev", "main"), authorized)
         siblings = []
         for path, data in sorted(files.items()):
-            sib = {"rfilename": path, "size": len(data), "blobId": git_blob_sha1(data)}
+            size = self._size(p["repo"], sha, path, data)
+            sib = {"rfilename": path, "size": size, "blobId": git_blob_sha1(data)}
             if is_lfs(path):
                 sib["lfs"] = {
                     "sha256": hashlib.sha256(data).hexdigest(),
-                    "size": len(data),
+                    "size": size,
                     "pointerSize": 134,
                 }
             siblings.append(sib)
@@ -211,15 +265,30 @@ class _Handler(BaseHTTPRequestHandler):
             }
         )
 
+    def _size(self, repo_id: str, sha: str, path: str, data: bytes) -> int:
+        return self.fake.reported_sizes.get((repo_id, sha, path), len(data))
+
     def _tree(self, p: dict, query: dict, authorized: bool) -> None:
-        _, files = self.fake.files_at(p["repo"], p["rev"], authorized)
+        sha, files = self.fake.files_at(p["repo"], p["rev"], authorized)
         prefix = p.get("path", "").strip("/")
-        self._json([_entry(k, v) for k, v in sorted(files.items()) if k.startswith(prefix)])
+        self._json(
+            [
+                _entry(k, v, self._size(p["repo"], sha, k, v))
+                for k, v in sorted(files.items())
+                if k.startswith(prefix)
+            ]
+        )
 
     def _paths_info(self, p: dict, query: dict, authorized: bool) -> None:
-        _, files = self.fake.files_at(p["repo"], p["rev"], authorized)
+        sha, files = self.fake.files_at(p["repo"], p["rev"], authorized)
         form = parse_qs(self._body().decode())
-        self._json([_entry(k, files[k]) for k in form.get("paths", []) if k in files])
+        self._json(
+            [
+                _entry(k, files[k], self._size(p["repo"], sha, k, files[k]))
+                for k in form.get("paths", [])
+                if k in files
+            ]
+        )
 
     def _resolve(self, p: dict, query: dict, authorized: bool) -> None:
         sha, files = self.fake.files_at(p["repo"], p["rev"], authorized)
@@ -231,6 +300,9 @@ class _Handler(BaseHTTPRequestHandler):
             "ETag": f'"{etag_of(p["path"], data)}"',
             "Accept-Ranges": "bytes",
         }
+        serving = self.fake.serving.get((p["repo"], sha, p["path"]))
+        if serving is not None:
+            return lambda: self._send_served(serving, data, headers)
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
         if match and self.command == "GET":
             start = int(match[1])
@@ -239,6 +311,26 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(206, data[start : end + 1], headers)
         headers["Content-Length"] = len(data)
         self._send(200, data, headers)
+
+    def _send_served(self, serving: Serving, data: bytes, headers: dict) -> None:
+        body = data if serving.body is None else serving.body
+        self.send_response(200)
+        for key, value in headers.items():
+            self.send_header(key, str(value))
+        if serving.declare_length:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        step = serving.drip_bytes or 1 << 20
+        try:
+            for start in range(0, len(body), step):
+                if start and serving.drip_interval_s and self.fake.closed.wait(serving.drip_interval_s):
+                    return
+                self.wfile.write(body[start : start + step])
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up on the body, as it should
 
     # -- write side ---------------------------------------------------------------------
     def _create(self, p: dict, query: dict, authorized: bool) -> None:

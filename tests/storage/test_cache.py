@@ -11,7 +11,7 @@ from finetune.errors import DiskFull, StorageError
 from finetune.storage import DirModelStore, ModelCache, content_hash
 
 Usage = namedtuple("Usage", "total used free")
-HK, HK2 = "5HotkeyA", "5HotkeyB"
+HK, HK2, HK3 = "5HotkeyA", "5HotkeyB", "5HotkeyC"
 REPO = "alice/tiny"
 
 
@@ -24,9 +24,9 @@ class CountingStore:
     def revision_info(self, repo_id, revision):
         return self.inner.revision_info(repo_id, revision)
 
-    def download(self, repo_id, revision, dest_dir):
+    def download(self, repo_id, revision, dest_dir, *, deadline_s=None):
         self.downloads += 1
-        path = self.inner.download(repo_id, revision, dest_dir)
+        path = self.inner.download(repo_id, revision, dest_dir, deadline_s=deadline_s)
         if self.fail:
             raise StorageError("connection dropped", reason="hub_unreachable")
         return path
@@ -112,8 +112,10 @@ def test_cleanup_keeps_referenced_and_recent(tmp_path, uploaded):
     cache = _cache(tmp_path, clock=lambda: now[0])
     (src / "config.json").write_text('{"v": 2}')
     sha2 = DirModelStore(tmp_path / "hub").upload(src, REPO)
-    kept = cache.fetch(store, HK, REPO, sha)
     old = cache.fetch(store, HK, REPO, sha2)
+    kept = cache.fetch(store, HK, REPO, sha)
+    assert not old.exists()  # a hotkey's new revision supersedes the old one at once
+    old = cache.fetch(store, HK3, REPO, sha2)
     other = cache.fetch(store, HK2, REPO, sha)
     stray = tmp_path / "cache" / "not-a-hotkey!"
     stray.mkdir()
@@ -182,3 +184,16 @@ def test_cleanup_spares_a_download_still_writing(tmp_path):
     assert part.exists()
     cache.cleanup({}, now=5061.0)
     assert not staging.exists()
+
+
+def test_a_revision_in_use_survives_pruning_and_cleanup(tmp_path, uploaded):
+    store, sha, src = uploaded
+    (src / "config.json").write_text('{"v": 3}')
+    sha2 = DirModelStore(tmp_path / "hub").upload(src, REPO)
+    cache = _cache(tmp_path)
+    first = cache.fetch(store, HK, REPO, sha)
+    with cache.using(HK, sha):
+        second = cache.fetch(store, HK, REPO, sha2)
+        assert first.is_dir() and second.is_dir()  # a round is scoring the first one
+        assert cache.cleanup({HK: sha2}, now=10**9) == []
+    assert cache.prune(HK, keep=sha2) == [first]

@@ -290,3 +290,64 @@ def test_off_a_terminal_the_round_is_plain_lines_that_never_truncate_numbers(tmp
     print_round(as_json, result, "json")
     record = json_module.loads(as_json.file.getvalue().splitlines()[0])
     assert record["score"] == 1.23456789 and record["uid"] == chain.metagraph().by_hotkey("healthy").uid
+
+
+# ---- item 7: superseded revisions leave the disk at once ------------------------------------
+
+
+def _revisions_on_disk(tmp_path, hotkey):
+    folder = tmp_path / "models" / hotkey
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def test_recommitting_hotkey_keeps_at_most_the_revision_in_use_and_the_new_one(tmp_path, subnet, tiny_model_dir):
+    chain, store = subnet
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=stand_in_evaluate({"healthy": 1.0}))
+    validator.fetcher.cache.grace_period_s = 6 * 3600  # what production keeps unreferenced models for
+    validator.config.uid_check_s = 0
+    commits = []
+    for i in range(6):  # one hotkey re-committing new weights again and again
+        model = variant(tiny_model_dir, tmp_path / f"v{i}", tag=" " * (i + 1))
+        commits.append(publish_model(chain, store, model, hotkey="attacker", repo_id="evil/churn",
+                                     competition_id=REASONING).commit)
+        chain.advance(5)
+        validator.sync_metagraph()
+        for result in validator.update_step(limit=None, enqueue=False):
+            validator._apply_update(result)
+        assert _revisions_on_disk(tmp_path, "attacker") == [commits[-1]]
+    # While a round scores a revision, a newer commitment does not delete it under it.
+    with validator.fetcher.using("attacker", commits[-1]):
+        model = variant(tiny_model_dir, tmp_path / "last", tag="!")
+        newest = publish_model(chain, store, model, hotkey="attacker", repo_id="evil/churn",
+                               competition_id=REASONING).commit
+        chain.advance(5)
+        validator.sync_metagraph()
+        validator.update_step(limit=None, enqueue=False)
+        assert _revisions_on_disk(tmp_path, "attacker") == sorted([commits[-1], newest])
+    validator.fetcher.cache.prune("attacker", keep=newest)
+    assert _revisions_on_disk(tmp_path, "attacker") == [newest]
+
+
+def test_a_new_commitment_in_its_eval_delay_leaves_the_old_model_competing(tmp_path, subnet, tiny_model_dir):
+    chain, store = subnet
+    first = publish_model(chain, store, variant(tiny_model_dir, tmp_path / "a"), hotkey="attacker",
+                          repo_id="evil/first", competition_id=REASONING)
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL,
+                               evaluate=stand_in_evaluate({"healthy": 2.0, "attacker": 1.0}))
+    validator.run_once()
+    publish_model(chain, store, variant(tiny_model_dir, tmp_path / "b", tag="!"), hotkey="attacker",
+                  repo_id="evil/second", competition_id=REASONING)  # no advance: still in its delay
+    validator.config.uid_check_s = 0
+    validator.run_once()
+    model = validator.state.models["attacker"]
+    assert (model.status, model.revision) == ("ready", first.commit)
+    assert model.waiting_commitment and "eligible in" in model.waiting_detail
+    from finetune.validator.round import plan_round
+
+    validator.state.competition(REASONING).pending = ["attacker", "healthy"]
+    plan = plan_round(validator.state, competitions.LOCAL_REASONING, window_block=0, seed=1, block_now=10)
+    assert "attacker" in plan.hotkeys  # still competing with its first model
+    chain.advance(5)  # past the delay: the new model is checked and replaces it
+    validator.run_once()
+    assert validator.state.models["attacker"].revision != first.commit
