@@ -33,16 +33,32 @@ CLASSIC_ARCHITECTURES = (
     "FalconForCausalLM",
     "BartForCausalLM",
 )
-# INSTRUCT_8B gives miners more freedom: the classic list plus Qwen2.
-INSTRUCT_ARCHITECTURES = (*CLASSIC_ARCHITECTURES, "Qwen2ForCausalLM")
-# 3B reasoning models come from these families; Bart/Falcon/GPT-NeoX have no 3.2-3.4B bases.
-REASONING_ARCHITECTURES = (
+# The reference's lists (finetuning 3.1.0, constants/__init__.py, MODEL_CONSTRAINTS_BY_COMPETITION_ID),
+# as it checks them: the class `model_type` builds must be one of these. Its norm rule then fails
+# on Phi, Phi3, GPT-NeoX, Falcon and Bart layouts, so only Llama, Mistral, Gemma (and Gemma2
+# for ids 3, 4) models are ever evaluated; the names stay because they decide which check
+# rejects.
+B7_ARCHITECTURES = (
+    "MistralForCausalLM",
+    "LlamaForCausalLM",
+    "BartForCausalLM",
+    "FalconForCausalLM",
+    "GPTNeoXForCausalLM",
+    "PhiForCausalLM",
+    "GemmaForCausalLM",
+)
+INSTRUCT_ARCHITECTURES = (
+    "BartForCausalLM",
+    "FalconForCausalLM",
+    "Gemma2ForCausalLM",
+    "GemmaForCausalLM",
+    "GPTNeoXForCausalLM",
     "LlamaForCausalLM",
     "MistralForCausalLM",
-    "Gemma2ForCausalLM",
     "Phi3ForCausalLM",
-    "Qwen2ForCausalLM",
+    "PhiForCausalLM",
 )
+REASONING_ARCHITECTURES = INSTRUCT_ARCHITECTURES  # the reference uses the same list for id 4
 
 
 def _first_period_tasks() -> tuple[EvalTaskSpec, ...]:
@@ -78,10 +94,11 @@ B7_MULTICHOICE = Competition(
         max_params=6_900_000_000,
         max_bytes=15 * GIB,
         sequence_length=4096,
-        allowed_architectures=CLASSIC_ARCHITECTURES,
+        allowed_architectures=B7_ARCHITECTURES,
         tokenizer=GPT4_TOKENIZER,
         eval_block_delay=460,
         epsilon=EpsilonSpec(start=0.05, end=0.01, decay_blocks=36_000),
+        norm_limits=NormLimits(),  # the reference checks norms for B7 too (constants 108-112)
     ),
     tasks=_first_period_tasks(),
 )

@@ -128,8 +128,8 @@ class ModelId:
         if not isinstance(self.secure_hash, str) or ":" in self.secure_hash:
             raise _fail("secure hash must be text without ':'", self.secure_hash)
         cid = self.competition_id
-        if isinstance(cid, bool) or not isinstance(cid, int):
-            raise _fail("competition id must be an integer", cid)
+        if isinstance(cid, bool) or not isinstance(cid, int) or cid.bit_length() > 512:
+            raise _fail("competition id must be an integer that fits the commitment", cid)
         text = self.to_commitment()
         if len(text.encode("utf-8", "surrogatepass")) > MAX_COMMITMENT_BYTES:
             raise _fail(f"commitment must be at most {MAX_COMMITMENT_BYTES} bytes", text)

@@ -351,6 +351,7 @@ def run_miner(settings: MinerSettings) -> MineReport:
     upload = upload_model(
         report.best_dir, repo_id=settings.repo, competition=competition,
         wallet=wallet, chain=chain, store=store,
+        file_set=schedule.protocol_at(chain.current_block()).hashing.file_set,
     )  # fmt: skip
     return MineReport(report, comparison, upload)
 

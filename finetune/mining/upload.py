@@ -3,8 +3,9 @@
 1. Check everything that can be checked locally: the repo id fits a commitment, the hotkey
    is registered, the model meets the competition's constraints (the validator's own checks).
 2. Push the repo **private** (a public repo would let anyone copy it before our commitment).
-3. Download the pinned revision back, exactly as a validator will, and hash those files:
-   content hash, then the secure hash bound to our hotkey.
+3. Download the pinned revision back, exactly as a validator will, and hash those files over
+   the file set of the competition's protocol (`HashRules.file_set`: on mainnet the files the
+   reference's download fetches): content hash, then the secure hash bound to our hotkey.
 4. Commit the model id on chain with the hotkey, read it back and compare.
 5. Only then make the repo public.
 
@@ -44,6 +45,7 @@ from finetune.errors import (
     StorageError,
 )
 from finetune.mining.settings import UploadSettings
+from finetune.protocol import NEXT
 from finetune.storage import (
     ModelStore,
     RevisionInfo,
@@ -101,15 +103,20 @@ def require_hf_token() -> None:
         )
 
 
-def check_local_model(model_dir: str | Path, competition: Competition) -> None:
+def check_local_model(
+    model_dir: str | Path, competition: Competition, *, file_set: str = NEXT.hashing.file_set
+) -> None:
     """Run the validator's checks on what an upload of `model_dir` would push.
 
     Only the uploaded files are checked (scratch files beside them are never pushed), through a
-    folder of links to them.
+    folder of links to them; their content hash over `file_set` is taken too, so files a
+    validator of that protocol could not hash (e.g. two with equal bytes under the reference
+    file set) stop the upload before anything is pushed.
 
     Raises:
         ModelRejected: the first violation (`too_large`, `unsafe_files`, `bad_architecture`,
-            `remote_code`, `bad_param_count`, `corrupt_safetensors`, `weight_norms`, ...).
+            `remote_code`, `bad_param_count`, `corrupt_safetensors`, `weight_norms`,
+            `duplicate_files`, ...).
     """
     folder = Path(model_dir)
     if not folder.is_dir():
@@ -120,6 +127,7 @@ def check_local_model(model_dir: str | Path, competition: Competition) -> None:
             if path.is_file() and is_allowed_file(path.name):
                 os.symlink(path.resolve(), Path(staged) / path.name)
         check_model_dir(staged, competition.constraints)
+        content_hash(staged, file_set=file_set)
 
 
 def require_registered(chain: ChainClient, hotkey: str) -> None:
@@ -134,11 +142,11 @@ def require_registered(chain: ChainClient, hotkey: str) -> None:
         )
 
 
-def _hash_as_validator(store: ModelStore, repo_id: str, revision: str) -> str:
+def _hash_as_validator(store: ModelStore, repo_id: str, revision: str, file_set: str) -> str:
     """Content hash of the revision as a validator downloads it (not of the local folder)."""
     with tempfile.TemporaryDirectory(prefix="upload-verify-") as tmp:
         snapshot = store.download(repo_id, revision, Path(tmp) / "snapshot")
-        return content_hash(snapshot)
+        return content_hash(snapshot, file_set=file_set)
 
 
 def _make_private_if_exists(store: ModelStore, repo_id: str) -> None:
@@ -158,6 +166,7 @@ def upload_model(
     chain: ChainClient,
     store: ModelStore,
     hotkey: str | None = None,
+    file_set: str = NEXT.hashing.file_set,
 ) -> UploadReport:
     """Push a model privately, commit it on chain, verify, then make it public.
 
@@ -170,6 +179,8 @@ def upload_model(
         chain: where the commitment is published.
         store: where the model is pushed.
         hotkey: the hotkey address (default: the wallet's).
+        file_set: the file set validators hash, from the protocol in force
+            (`schedule.protocol_at(block).hashing.file_set`): ``reference`` on mainnet.
 
     Returns:
         The published model id, its block and hashes.
@@ -186,12 +197,12 @@ def upload_model(
     hotkey = hotkey or hotkey_address(wallet)
     validate_repo_id(repo_id)
     require_registered(chain, hotkey)
-    check_local_model(model_dir, competition)
+    check_local_model(model_dir, competition, file_set=file_set)
 
     _make_private_if_exists(store, repo_id)
     revision = store.upload(model_dir, repo_id, private=True)
     logger.info("pushed %s@%s (private)", repo_id, revision)
-    digest = _hash_as_validator(store, repo_id, revision)
+    digest = _hash_as_validator(store, repo_id, revision, file_set)
     model_id = ModelId.for_repo(
         repo_id,
         commit=revision,
@@ -245,7 +256,8 @@ def describe_error(error: BaseException) -> str:
 def run_upload(settings: UploadSettings) -> UploadReport:
     """Everything ``scripts/upload_model.py`` does: build the clients, then `upload_model`.
 
-    The competition is the definition in force at the chain's current block.
+    The competition is the definition in force at the chain's current block, and the hash
+    covers the file set of the protocol in force then.
 
     Raises:
         FinetuneError: any failure; `describe_error` words it for the user.
@@ -254,11 +266,9 @@ def run_upload(settings: UploadSettings) -> UploadReport:
         require_hf_token()
     wallet = settings.wallet.load()
     chain = open_chain(settings.chain, netuid=settings.netuid, timeout_s=settings.chain_timeout_s)
-    competition = competitions.get_competition(
-        settings.competition,
-        block=chain.current_block(),
-        schedule=competitions.get_schedule(settings.schedule),
-    )
+    block = chain.current_block()
+    schedule = competitions.get_schedule(settings.schedule)
+    competition = competitions.get_competition(settings.competition, block=block, schedule=schedule)
     return upload_model(
         settings.model,
         repo_id=settings.repo,
@@ -266,6 +276,7 @@ def run_upload(settings: UploadSettings) -> UploadReport:
         wallet=wallet,
         chain=chain,
         store=open_store(settings.hub),
+        file_set=schedule.protocol_at(block).hashing.file_set,
     )
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import re
 from pathlib import Path, PurePosixPath
 
-from finetune.errors import StorageError
+from finetune.errors import ModelRejected, StorageError
 
 # Weights (safetensors only), configs and tokenizer files. Never pickles (*.bin, *.pt) or code.
 ALLOWED_FILE_PATTERNS: tuple[str, ...] = (
@@ -22,6 +23,7 @@ ALLOWED_FILE_PATTERNS: tuple[str, ...] = (
     "config.json",
     "generation_config.json",
     "tokenizer.json",
+    "tokenizer.*.json",  # versioned tokenizer files (`fast_tokenizer_files`) the reference reads
     "tokenizer_config.json",
     "special_tokens_map.json",
     "added_tokens.json",
@@ -48,6 +50,7 @@ MAX_FILE_BYTES: dict[str, int] = {
     "added_tokens.json": 16 * _MIB,
     "*.safetensors.index.json": 16 * _MIB,
     "tokenizer.json": 64 * _MIB,
+    "tokenizer.*.json": 64 * _MIB,
     "tokenizer.model": 64 * _MIB,
     "vocab.json": 64 * _MIB,
     "vocab.txt": 64 * _MIB,
@@ -136,6 +139,29 @@ def sha256_file(path: str | Path) -> bytes:
     return digest.digest()
 
 
+def read_small_json(path: str | Path) -> object:
+    """Parse a small JSON file (config, tokenizer config, index), refusing one over its size
+    limit before reading it.
+
+    Raises:
+        ModelRejected: reason `oversized_file`.
+        ValueError: the bytes are not utf-8 JSON (huge integers and deep nesting included).
+    """
+    file = Path(path)
+    limit = size_limit(file.name)
+    size = file.stat().st_size
+    if limit is not None and size > limit:
+        raise ModelRejected(
+            f"{file.name} is {size:,} bytes, over the {limit:,} bytes such a file may have",
+            reason="oversized_file",
+            file=file.name,
+        )
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def allowed_files_in(folder: str | Path) -> list[Path]:
     """The allowed files directly inside `folder`, sorted by name (code-point order)."""
     root = Path(folder)
@@ -152,6 +178,7 @@ __all__ = [
     "is_allowed_file",
     "is_safe_file_name",
     "is_unsafe_file",
+    "read_small_json",
     "sha256_file",
     "size_limit",
     "validate_repo_id",

@@ -23,7 +23,6 @@ from pathlib import Path
 
 from finetune.errors import ModelRejected
 
-
 # The reference's norm rule reads these weights of every layer of `model.model.layers`, in
 # this order (taoverse ModelUpdater._validate_parameters): attention, then MLP, no gate.
 REFERENCE_NORM_PROJECTIONS = (
@@ -119,11 +118,18 @@ def _implied_shape(model_dir: str, key: tuple) -> ImpliedShape:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    try:  # transformers 5 validates configs with huggingface_hub's strict dataclasses
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:  # pragma: no cover - older huggingface_hub
+        StrictDataclassError = ValueError  # noqa: N806
     try:
         config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, RecursionError) as exc:
+    except (
+        OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError, RecursionError,
+        StrictDataclassError,
+    ) as exc:  # fmt: skip
         if any(marker in str(exc).lower() for marker in _ALLOCATION_FAILURES):
             raise MemoryError(f"building the model config.json describes ran out of memory ({exc})") from None
         raise ModelRejected(

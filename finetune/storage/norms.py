@@ -1,4 +1,6 @@
-"""Weight-norm check (SPEC §4), for every decoder layout.
+"""Weight-norm checks (SPEC §4): ours, for every decoder layout, and the reference's.
+
+Ours (`check_weight_norms`, protocol ``next``):
 
 Projections are found by name, not by architecture: a 2-D `...weight` tensor under a decoder
 layer (`layers.<i>.`, `h.<i>.`, `blocks.<i>.`, `layer.<i>.`) is an attention or MLP projection,
@@ -7,12 +9,21 @@ Gemma), `self_attn.qkv_proj` / `mlp.gate_up_proj` (Phi3, fused), `attention.quer
 (GPT-NeoX), `self_attention.dense` (Falcon). Norm weights are 1-D and embeddings sit outside
 the layers, so neither is counted. Each tensor is read straight from its file in chunks of a
 fixed number of elements, so memory does not depend on any tensor's shape or size.
+
+The reference's (`check_reference_norms`, protocol ``reference-3.1``): the six weights per
+layer that its rule reads of the loaded bf16 model (`model_shape.NormWalk`), each norm taken
+after rounding the stored values to bf16 and rounded to bf16 itself, as
+`weight.norm().item()` on a bf16 tensor gives it (torch accumulates in float32; we sum in
+float64 and round to float32 first, which can differ only for a norm within 1e-7 of a bf16
+rounding midpoint).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import statistics
+import struct
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +106,22 @@ def _torch_dtype(name: str):
     return dtype
 
 
+def _read_chunks(handle, data_start: int, entry: TensorEntry):
+    """The tensor's values, a bounded chunk at a time, as torch tensors of its stored dtype."""
+    import torch
+
+    dtype = _torch_dtype(entry.dtype)
+    chunk_bytes = _ELEMENTS_PER_CHUNK * DTYPE_BYTES[entry.dtype]
+    handle.seek(data_start + entry.begin)
+    remaining = entry.end - entry.begin
+    while remaining > 0:
+        data = handle.read(min(chunk_bytes, remaining))
+        if not data:
+            raise ModelRejected(f"tensor {entry.name!r} is cut short", reason="corrupt_safetensors")
+        remaining -= len(data)
+        yield torch.frombuffer(bytearray(data), dtype=dtype)
+
+
 def stored_norm(handle, data_start: int, entry: TensorEntry) -> float:
     """Frobenius norm of one tensor read straight from its file, a bounded chunk at a time.
 
@@ -103,21 +130,39 @@ def stored_norm(handle, data_start: int, entry: TensorEntry) -> float:
     """
     import torch
 
-    dtype = _torch_dtype(entry.dtype)
-    itemsize = DTYPE_BYTES[entry.dtype]
-    chunk_bytes = _ELEMENTS_PER_CHUNK * itemsize
     total = 0.0
-    handle.seek(data_start + entry.begin)
-    remaining = entry.end - entry.begin
-    while remaining > 0:
-        data = handle.read(min(chunk_bytes, remaining))
-        if not data:
-            raise ModelRejected(f"tensor {entry.name!r} is cut short", reason="corrupt_safetensors")
-        remaining -= len(data)
-        total += _sum_squares(torch.frombuffer(bytearray(data), dtype=dtype), torch)
+    for chunk in _read_chunks(handle, data_start, entry):
+        total += _sum_squares(chunk, torch)
         if not math.isfinite(total):
             return math.inf
     return math.sqrt(total)
+
+
+def bf16_round(value: float) -> float:
+    """`value` as float32, then rounded to bfloat16 (nearest, ties to even): what `.item()`
+    of a bf16 norm returns. NaN stays NaN, inf stays inf."""
+    if math.isnan(value) or math.isinf(value):
+        return value
+    try:
+        (bits,) = struct.unpack("<I", struct.pack("<f", value))
+    except OverflowError:  # beyond float32: inf, as the float32 accumulation gives
+        return math.copysign(math.inf, value)
+    if (bits & 0x7F800000) == 0x7F800000:
+        return struct.unpack("<f", struct.pack("<I", bits))[0]
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return struct.unpack("<f", struct.pack("<I", rounded & 0xFFFFFFFF))[0]
+
+
+def reference_norm(handle, data_start: int, entry: TensorEntry) -> float:
+    """The norm the reference sees: values loaded as bf16 (its `torch_dtype`), the norm of
+    that bf16 tensor rounded to bf16. NaN values give NaN; inf values give inf."""
+    import torch
+
+    total = 0.0
+    for chunk in _read_chunks(handle, data_start, entry):
+        values = chunk.to(torch.bfloat16).to(torch.float64)
+        total += float(values.square().sum())
+    return bf16_round(math.sqrt(total)) if not math.isnan(total) else math.nan
 
 
 def measure_weight_norms(model_dir: str | Path) -> dict[str, dict[int, float]]:
@@ -201,11 +246,112 @@ def check_weight_norms(model_dir: str | Path, limits: NormLimits) -> NormReport:
     return report
 
 
+def _reference_unsupported(why: str) -> ModelRejected:
+    return ModelRejected(
+        f"the reference's norm rule cannot run on this model ({why}): its validator fails "
+        "here and never evaluates it",
+        reason="norm_rule_unsupported",
+    )
+
+
+def _tensor_index(model_dir: Path, files: list[str]) -> dict[str, tuple[Path, TensorEntry, int]]:
+    index: dict[str, tuple[Path, TensorEntry, int]] = {}
+    for name in files:
+        layout = read_layout(model_dir / name)
+        for entry in layout.entries:
+            index.setdefault(entry.name, (model_dir / name, entry, layout.data_start))
+    return index
+
+
+def _find_weight(index: dict, names: tuple[str, ...]):
+    # A checkpoint may store a weight under any of its tied names, with or without the
+    # base-model prefix `model.` (transformers adds or strips it on load).
+    for name in names:
+        for key in (name, name.removeprefix("model.")):
+            if key in index:
+                return index[key]
+    return None
+
+
+def reference_norm_values(model_dir: str | Path, walk, files: list[str]) -> list[tuple[str, float]]:
+    """(projection type, reference norm) of each weight the reference's rule reads, in order.
+
+    Raises:
+        ModelRejected: `missing_weights` (a weight the rule reads is in no file; the reference
+            would read random values), or a header reason of `read_layout`.
+    """
+    root = Path(model_dir)
+    index = _tensor_index(root, files)
+    values: list[tuple[str, float]] = []
+    handles: dict[Path, object] = {}
+    try:
+        for kind, names in walk.weights:
+            found = _find_weight(index, names)
+            if found is None:
+                raise ModelRejected(
+                    f"no file holds {names[0] if names else kind!r}, which the norm rule reads",
+                    reason="missing_weights",
+                )
+            path, entry, data_start = found
+            handle = handles.get(path) or handles.setdefault(path, open(path, "rb"))  # noqa: SIM115
+            values.append((kind, reference_norm(handle, data_start, entry)))
+    finally:
+        for handle in handles.values():
+            handle.close()
+    return values
+
+
+def check_reference_norms(model_dir: str | Path, limits: NormLimits, walk, files: list[str]) -> None:
+    """The reference's norm rule on the weights it reads (see the module docstring).
+
+    Any norm above `limits.hard_limit` rejects at once (in reading order, so before a layout
+    error further on); else per projection type the share of layers above
+    `limits.soft_limit` is taken, and their `statistics.fmean` above
+    `limits.max_mean_fraction_over_soft` rejects. Comparisons are the reference's: a NaN
+    norm is above nothing.
+
+    Args:
+        model_dir: the model folder.
+        limits: the competition's norm limits.
+        walk: `model_shape.NormWalk` of the model.
+        files: the weight files the reference loads (`hashing.reference_weight_files`).
+
+    Raises:
+        ModelRejected: `weight_norms`, `norm_rule_unsupported` (no such layout, or no
+            layers: the reference's check crashes), `missing_weights`.
+    """
+    over: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    for kind, norm in reference_norm_values(model_dir, walk, files):
+        if norm > limits.hard_limit:
+            raise ModelRejected(
+                f"a {kind} weight norm of {norm:g} (bf16) is over the hard limit {limits.hard_limit:g}",
+                reason="weight_norms",
+            )
+        over[kind] = over.get(kind, 0) + (norm > limits.soft_limit)
+        seen[kind] = seen.get(kind, 0) + 1
+    if walk.error is not None:
+        raise _reference_unsupported(walk.error)
+    if walk.layers == 0:
+        raise _reference_unsupported("no decoder layers: the shares divide by zero")
+    mean = statistics.fmean(over[kind] / seen[kind] for kind in seen)
+    if mean > limits.max_mean_fraction_over_soft:
+        raise ModelRejected(
+            f"mean share of layers above the soft norm limit {limits.soft_limit:g} is "
+            f"{mean:.3f} > {limits.max_mean_fraction_over_soft}",
+            reason="weight_norms",
+        )
+
+
 __all__ = [
     "NormReport",
+    "bf16_round",
+    "check_reference_norms",
     "check_weight_norms",
     "frobenius_norm",
     "measure_weight_norms",
     "projection_type",
+    "reference_norm",
+    "reference_norm_values",
     "summarize_norms",
 ]

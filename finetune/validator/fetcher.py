@@ -9,6 +9,7 @@ the whole validator down is not simply run again at every restart.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
@@ -16,7 +17,15 @@ import constants
 from finetune.chain import ModelId
 from finetune.competition import ModelConstraints
 from finetune.errors import FinetuneError, ModelRejected
-from finetune.storage import ModelCache, ModelStore, check_model_dir, check_revision, verify_hashes
+from finetune.protocol import NEXT, CheckRules, HashRules, ScoringProtocol
+from finetune.storage import (
+    ModelCache,
+    ModelStore,
+    check_loadable,
+    check_model_dir,
+    check_revision,
+    verify_hashes,
+)
 from finetune.validator.isolation import is_memory_error, run_in_child
 
 logger = logging.getLogger(__name__)
@@ -26,16 +35,32 @@ _CHILD_REASONS = {"out_of_memory": "check_out_of_memory", "timeout": "check_time
 
 
 def verify_model_dir(model_dir: str, hotkey: str, secure_hash: str, constraints: ModelConstraints,
-                     reject_unused: bool) -> str:
+                     reject_unused: bool | None = None, *, checks: CheckRules = NEXT.checks,
+                     hashing: HashRules = NEXT.hashing) -> str:
     """The post-download checks, as the check child runs them. Returns the content hash.
+
+    Under the reference file set the model must load first (`check_loadable`): the reference
+    hashes the files its load fetched, so a model it cannot load is rejected for that,
+    whatever its hash. Then the hash over the protocol's file set, then the other checks.
+
+    Args:
+        model_dir: the downloaded model.
+        hotkey: the committing hotkey.
+        secure_hash: the committed secure hash.
+        constraints: the competition's model constraints.
+        reject_unused: overrides `checks.reject_unused_weights` when given.
+        checks: the protocol's check rules.
+        hashing: the protocol's hash rules.
 
     Raises:
         ModelRejected: the files break a rule (its reason says which).
         FinetuneError: reason `check_failed`, a failure of the check itself (not the miner's).
     """
     try:
-        digest = verify_hashes(model_dir, hotkey, secure_hash)
-        check_model_dir(model_dir, constraints, reject_unused=reject_unused)
+        if hashing.file_set == "reference":
+            check_loadable(model_dir, checks=checks)
+        digest = verify_hashes(model_dir, hotkey, secure_hash, hashing=hashing)
+        check_model_dir(model_dir, constraints, reject_unused=reject_unused, checks=checks)
     except (ModelRejected, MemoryError):
         raise
     except SystemError as exc:  # C code that failed to allocate under the limit reports it so
@@ -55,7 +80,8 @@ class StoreFetcher:
         cache: where they are kept.
         check_deadline_s: wall-clock limit of one model's post-download checks.
         check_memory_bytes: memory the check child may allocate.
-        reject_unused_weights: whether tensors no layer uses reject a model.
+
+    Every check follows the protocol in force, passed with each call.
     """
 
     def __init__(
@@ -65,21 +91,19 @@ class StoreFetcher:
         *,
         check_deadline_s: float = constants.CHECK_DEADLINE_S,
         check_memory_bytes: int = constants.CHECK_MEMORY_BYTES,
-        reject_unused_weights: bool = True,
     ) -> None:
         self.store = store
         self.cache = cache
         self.check_deadline_s = check_deadline_s
         self.check_memory_bytes = check_memory_bytes
-        self.reject_unused_weights = reject_unused_weights
         self._download_bytes: dict[tuple[str, str], int] = {}
 
-    def inspect(self, model_id: ModelId, constraints: ModelConstraints) -> None:
+    def inspect(self, model_id: ModelId, constraints: ModelConstraints, protocol: ScoringProtocol = NEXT) -> None:
         """Size, file types and parameter count from listings and headers: nothing downloaded."""
         info = self.store.revision_info(model_id.repo_id, model_id.commit)
-        check_revision(info, None, constraints)  # sizes and names before any header is read
+        check_revision(info, None, constraints, checks=protocol.checks)  # sizes, names before any header
         meta = self.store.safetensors_metadata(model_id.repo_id, model_id.commit)
-        check_revision(info, meta, constraints)
+        check_revision(info, meta, constraints, checks=protocol.checks)
         self._download_bytes[(model_id.repo_id, model_id.commit)] = info.download_bytes
 
     def fetch(self, hotkey: str, model_id: ModelId) -> str:
@@ -88,7 +112,7 @@ class StoreFetcher:
         return str(path)
 
     def verify(self, model_dir: str, hotkey: str, model_id: ModelId, constraints: ModelConstraints,
-               should_abort: Callable[[], bool] | None = None) -> str:
+               protocol: ScoringProtocol = NEXT, should_abort: Callable[[], bool] | None = None) -> str:
         """Hashes bind the files to the committing hotkey; then config, headers and norms.
 
         Raises:
@@ -107,8 +131,8 @@ class StoreFetcher:
             logger.warning("the last check of %s@%s never finished; checking again", model_id.repo_id, revision[:8])
         self.cache.begin_check(hotkey, revision)
         outcome = run_in_child(
-            verify_model_dir,
-            (model_dir, hotkey, model_id.secure_hash, constraints, self.reject_unused_weights),
+            functools.partial(verify_model_dir, checks=protocol.checks, hashing=protocol.hashing),
+            (model_dir, hotkey, model_id.secure_hash, constraints),
             deadline_s=self.check_deadline_s,
             memory_bytes=self.check_memory_bytes,
             should_abort=should_abort,

@@ -16,6 +16,7 @@ from typing import Protocol
 from finetune.chain import MetagraphSnapshot, ModelId, NeuronInfo, decode_commitment
 from finetune.competition import Schedule
 from finetune.errors import DiskFull, FinetuneError, ModelRejected, RepoNotFound, StorageError
+from finetune.protocol import ScoringProtocol
 from finetune.text import printable
 from finetune.validator.state import TrackedModel
 
@@ -31,11 +32,11 @@ TRANSIENT_REASONS = frozenset(
 class ModelFetcher(Protocol):
     """What the updater needs of storage: look before downloading, then download and check."""
 
-    def inspect(self, model_id: ModelId, constraints) -> None: ...
+    def inspect(self, model_id: ModelId, constraints, protocol: ScoringProtocol) -> None: ...
 
     def fetch(self, hotkey: str, model_id: ModelId) -> str: ...
 
-    def verify(self, model_dir: str, hotkey: str, model_id: ModelId, constraints,
+    def verify(self, model_dir: str, hotkey: str, model_id: ModelId, constraints, protocol: ScoringProtocol,
                should_abort: Callable[[], bool] | None = None) -> str: ...
 
     def mark_used(self, hotkey: str, revision: str) -> None: ...
@@ -94,7 +95,8 @@ def check_neuron(
         A `TrackedModel` whose status is ``ready`` (checked, on disk), ``pending`` (waiting
         for the eval delay) or ``rejected`` with a reason code and a detail.
     """
-    decoded = decode_commitment(neuron.commitment)
+    protocol = schedule.protocol_at(block_now)
+    decoded = decode_commitment(neuron.commitment, rules=protocol.checks)
     if not isinstance(decoded, ModelId):
         return _tracked(neuron, status="rejected", reason="invalid_commitment", detail=decoded.reason)
     model_id = decoded
@@ -112,9 +114,10 @@ def check_neuron(
         return _tracked(neuron, status="pending", reason="eval_delay",
                         detail=f"eligible in {wait} blocks", **base)
     try:
-        fetcher.inspect(model_id, constraints)
+        fetcher.inspect(model_id, constraints, protocol)
         model_dir = fetcher.fetch(neuron.hotkey, model_id)
-        content_hash = fetcher.verify(model_dir, neuron.hotkey, model_id, constraints, should_abort=should_abort)
+        content_hash = fetcher.verify(model_dir, neuron.hotkey, model_id, constraints, protocol,
+                                      should_abort=should_abort)
     except ModelRejected as exc:
         return _tracked(neuron, status="rejected", reason=exc.reason, detail=str(exc), **base)
     except RepoNotFound as exc:

@@ -18,6 +18,7 @@ from finetune.chain.model_id import (
     validate_repo_id,
 )
 from finetune.errors import InvalidCommitment
+from finetune.protocol import REFERENCE_31
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 HASH = base64.b64encode(hashlib.sha256(b"x").digest()).decode()
@@ -195,3 +196,73 @@ def test_decode_never_raises_and_accepted_ids_reencode_identically(data):
             data = bytes.fromhex(data[2:]).decode("utf-8")
         assert text == data
         assert len(text.encode()) <= MAX_COMMITMENT_BYTES
+
+
+# -- the reference's reading (protocol reference-3.1) ----------------------------------------
+REF = REFERENCE_31.checks
+
+
+@pytest.mark.parametrize(
+    ("field", "competition_id"),
+    [("3", 3), ("03", 3), (" 3", 3), ("3\n", 3), ("+3", 3), ("1_0", 10), ("\u0663", 3),
+     ("-1", -1), ("99999999999999999999", 99999999999999999999)],
+)  # fmt: skip
+def test_reference_reads_the_competition_id_as_int_does(field, competition_id):
+    text = f"alice:m:{COMMIT}:{HASH}:{field}"
+    model = decode_commitment(text, rules=REF)
+    assert isinstance(model, ModelId) and model.competition_id == competition_id
+    if field != str(competition_id):
+        assert isinstance(decode_commitment(text), Rejection)  # ours: canonical decimal only
+
+
+@pytest.mark.parametrize("field", ["3.0", "", "x", "0x3"])
+def test_reference_refuses_what_int_refuses(field):
+    assert isinstance(decode_commitment(f"alice:m:{COMMIT}:{HASH}:{field}", rules=REF), Rejection)
+
+
+def test_reference_reads_legacy_and_extra_fields_and_any_secure_hash():
+    legacy = decode_commitment(f"alice:m:{COMMIT}:{HASH}", rules=REF)
+    assert isinstance(legacy, ModelId) and (legacy.competition_id, legacy.secure_hash) == (0, HASH)
+    extra = decode_commitment(f"alice:m:{COMMIT}:{HASH}:3:more:fields", rules=REF)
+    assert isinstance(extra, ModelId) and extra.competition_id == 3
+    odd = decode_commitment(f"alice:m:{COMMIT}:{'S' * 43}=:3", rules=REF)  # never matches a hash
+    assert isinstance(odd, ModelId) and odd.secure_hash == "S" * 43 + "="
+    for text in (f"alice:m:{COMMIT}", "", "::::"):
+        assert isinstance(decode_commitment(text, rules=REF), Rejection)
+
+
+def test_reference_repo_ids_as_long_as_the_field_allows():
+    for length in (39, 40):
+        namespace, name = "n" * 5, "m" * (length - 6)
+        text = f"{namespace}:{name}:{COMMIT}:{HASH}:3"
+        assert len(text.encode()) <= MAX_COMMITMENT_BYTES
+        model = decode_commitment(text, rules=REF)
+        assert isinstance(model, ModelId) and len(model.repo_id) == length
+        assert isinstance(decode_commitment(text), Rejection)  # ours: at most 38
+    too_long = f"nnnnn:{'m' * 35}:{COMMIT}:{HASH}:3"  # 129 bytes: no chain field holds it
+    assert isinstance(decode_commitment(too_long, rules=REF), Rejection)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [f"alice:m:None:{HASH}:3", f"alice:m:abc:{HASH}:3", f"alice:m:{COMMIT.upper()}:{HASH}:3",
+     f":m:{COMMIT}:{HASH}:3", f"alice:a/b:{COMMIT}:{HASH}:3", f"al ice:m:{COMMIT}:{HASH}:3",
+     f"../x:m:{COMMIT}:{HASH}:3"],
+)  # fmt: skip
+def test_reference_still_needs_a_pinned_commit_and_a_hub_repo_name(text):
+    assert isinstance(decode_commitment(text, rules=REF), Rejection)
+
+
+@settings(max_examples=150, deadline=None)
+@given(model_ids())
+def test_strict_ids_read_the_same_under_the_reference(model):
+    assert decode_commitment(model.to_commitment(), rules=REF) == model
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(mutated_ids(), st.text(max_size=300), st.binary(max_size=300), _near_valid))
+def test_reference_decode_never_raises(data):
+    result = decode_commitment(data, rules=REF)
+    assert isinstance(result, (ModelId, Rejection))
+    if isinstance(result, ModelId):
+        assert len(result.to_commitment().encode("utf-8", "surrogatepass")) <= MAX_COMMITMENT_BYTES

@@ -194,3 +194,34 @@ def test_missing_hf_token_is_reported_up_front(monkeypatch):
 def test_store_errors_are_one_line():
     message = describe_error(StorageError("boom", reason="hub_timeout"))
     assert message == "model store failed (hub_timeout): boom"
+
+
+def test_upload_commits_the_hash_of_the_protocols_file_set(tiny_model_dir, devnet, store, tmp_path):
+    # Mainnet validators hash what the reference's download fetches: for this model (saved by
+    # transformers 5, tokenizer class TokenizersBackend) not tokenizer.json.
+    report = upload_model(
+        tiny_model_dir, repo_id="miner/ref", competition=LOCAL_INSTRUCT, wallet=HOTKEY,
+        chain=devnet, store=store, file_set="reference",
+    )  # fmt: skip
+    snapshot = store.download("miner/ref", report.revision, tmp_path / "snapshot")
+    assert report.content_hash == content_hash(snapshot, file_set="reference")
+    assert report.content_hash != content_hash(snapshot)
+    assert report.model_id.secure_hash == secure_hash(report.content_hash, HOTKEY)
+
+
+def test_files_the_reference_cannot_hash_stop_the_upload_before_the_push(
+    tiny_model_dir, devnet, store, tmp_path
+):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "tokenizer_config.json").write_text('{"tokenizer_class": "PreTrainedTokenizerFast"}')
+    for name in ("added_tokens.json", "special_tokens_map.json"):
+        (model / name).write_text("{}\n")  # equal bytes: the reference's download crashes
+    with pytest.raises(ModelRejected) as caught:
+        upload_model(
+            model, repo_id="miner/dup", competition=LOCAL_INSTRUCT, wallet=HOTKEY,
+            chain=devnet, store=store, file_set="reference",
+        )  # fmt: skip
+    assert caught.value.reason == "duplicate_files"
+    assert not any(store.root.iterdir())  # nothing pushed
+    check_local_model(model, LOCAL_INSTRUCT)  # our own file set hashes both
