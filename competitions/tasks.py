@@ -24,6 +24,13 @@ DEGENERACY_GATE_GENERATION = GenerationSpec(max_new_tokens=20)
 BOOLQ_GENERATION = GenerationSpec(max_new_tokens=10)
 MAWPS_GENERATION = GenerationSpec(max_new_tokens=40)
 
+# Page draws of protocol reference-3.1 (the reference's dataset_kwargs, constants l.316-331,
+# and FineWeb's loader defaults). Only reference draws read them: salted draws fetch pages of
+# 100 rows until they hold `samples`. The real server sends at most 100 rows whatever the stride.
+SFT_REFERENCE_PAGES = {"rows_per_page": 150, "pages": 1}  # then fetch-more rounds up to 120
+CODEFORCES_REFERENCE_PAGES = {"rows_per_page": 120, "pages": 1, "max_estimated_tokens": 16_384}
+FINEWEB_REFERENCE_PAGES = {"rows_per_page": 100, "pages": 4}
+
 
 def synthetic_mmlu(weight: float, *, samples: int = 700, min_samples: int = 50) -> EvalTaskSpec:
     """Multiple choice on SN1-generated MMLU-like questions; raw = fraction incorrect."""
@@ -58,8 +65,9 @@ def fineweb(weight: float, *, samples: int = 400) -> EvalTaskSpec:
         dataset="fineweb",
         weight=weight,
         normalization=Normalization(kind=NormKind.INVERSE_EXPONENTIAL, ceiling=20.0),
-        samples=samples,
+        samples=samples,  # the reference: every row of its 4 pages, at most 400
         generation=DEGENERACY_GATE_GENERATION,
+        dataset_options=dict(FINEWEB_REFERENCE_PAGES),
     )
 
 
@@ -72,6 +80,7 @@ def if_eval_v2(weight: float, *, samples: int = 100) -> EvalTaskSpec:
         weight=weight,
         samples=samples,
         generation=IF_EVAL_GENERATION,
+        version=2,  # 2: each question's keyword from its own answer; word counts and casing fixed
     )
 
 
@@ -82,7 +91,8 @@ def synthetic_1_sft(weight: float, *, samples: int = 120) -> EvalTaskSpec:
         method=Method.REFERENCE_LOSS,
         dataset="synthetic_1_sft",
         weight=weight,
-        samples=samples,
+        samples=samples,  # reference draws: the target size of its fetch-more rounds
+        dataset_options=dict(SFT_REFERENCE_PAGES),
     )
 
 
@@ -94,6 +104,7 @@ def codeforces_cots(weight: float, *, samples: int = 100) -> EvalTaskSpec:
         dataset="codeforces_cots",
         weight=weight,
         samples=samples,  # an upper bound: long rows are dropped, so fewer may remain
+        dataset_options=dict(CODEFORCES_REFERENCE_PAGES),  # reference: one page, <= 100 rows
     )
 
 
@@ -115,7 +126,7 @@ def dyck_language(weight: float, *, samples: int = 400) -> EvalTaskSpec:
         method=Method.REFERENCE_LOSS,
         dataset="dyck",
         weight=weight,
-        samples=samples,
+        samples=samples,  # the reference's DyckLoader makes 100 (its first 100 are ours)
     )
 
 

@@ -1,9 +1,12 @@
 """A small client for the Hugging Face datasets-server (``/size`` and ``/rows``).
 
-Every call has a deadline, transient failures (timeouts, connection errors, 429 and 5xx) are
-retried with exponential back-off, a ``Retry-After`` header is honoured (capped), and after
-the last attempt the caller gets `DataUnavailable` with the reason. Other 4xx answers are not
-retried: asking again will not change them.
+Every call has a deadline and a cap on the body it reads. `splits` and `rows` retry transient
+failures (timeouts, connection errors, 429 and 5xx) with exponential back-off, honour a
+``Retry-After`` header (capped), and after the last attempt the caller gets `DataUnavailable`
+with the reason; other 4xx answers are not retried: asking again will not change them.
+`get_once` makes exactly one attempt and returns the answer uninterpreted, for callers that
+decide themselves what a failure means (the reference's page draws redraw a page instead of
+asking again, `finetune.datasets.reference_pages`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,23 @@ class RowsPage:
     rows: tuple[Mapping[str, Any], ...]
     num_rows_total: int
     truncated_skipped: int = 0
+
+
+@dataclass(frozen=True)
+class Reply:
+    """The outcome of one GET, uninterpreted.
+
+    Attributes:
+        status: The HTTP status, or None when no answer came (timeout, connection failure).
+        body: The body; for an error status its first 2000 bytes.
+        retry_after: The raw ``Retry-After`` header of an error answer, if it had one.
+        failure: Why no answer came, when `status` is None.
+    """
+
+    status: int | None
+    body: bytes = b""
+    retry_after: str | None = None
+    failure: str = ""
 
 
 class _Retryable(Exception):
@@ -142,6 +162,24 @@ class DatasetsServerClient:
             raise DataUnavailable(f"the Hub gave no sha for dataset {dataset}", dataset=dataset)
         return sha
 
+    def get_once(self, path: str, params: Mapping[str, str]) -> Reply:
+        """One GET of ``<endpoint><path>?<params>`` (in the order given), without retries.
+
+        Args:
+            path: ``/size`` or ``/rows``.
+            params: Query parameters, sent in this order.
+
+        Returns:
+            The answer, whatever its status, or a `Reply` without status when none came
+            within the deadline or the connection failed.
+
+        Raises:
+            DataUnavailable: The body exceeds `MAX_BODY_BYTES` (refused, never read whole).
+        """
+        query = urllib.parse.urlencode(params)
+        url = f"{self._config.endpoint.rstrip('/')}{path}" + (f"?{query}" if query else "")
+        return self._exchange(url)
+
     # -- transport -------------------------------------------------------------------------
 
     def _get_json(self, base: str, path: str, params: Mapping[str, str]) -> Any:
@@ -174,27 +212,43 @@ class DatasetsServerClient:
         )
 
     def _get_once(self, url: str) -> Any:
+        reply = self._exchange(url)
+        if reply.status is None:
+            raise _Retryable(reply.failure)
+        if reply.status >= 400:
+            detail = reply.body.decode("utf-8", "replace").strip()
+            reason = f"HTTP {reply.status}" + (f": {detail}" if detail else "")
+            if reply.status in _RETRY_STATUSES:
+                raise _Retryable(reason, _retry_after_s(reply.retry_after))
+            raise DataUnavailable(f"GET {url} refused: {reason}", url=url, status=reply.status)
+        try:
+            return json.loads(reply.body)
+        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
+            raise DataUnavailable(f"GET {url} returned invalid JSON: {exc}", url=url) from exc
+
+    def _exchange(self, url: str) -> Reply:
+        """One GET with the deadline and the body cap; every transport failure is a `Reply`."""
         request = urllib.request.Request(
             url, headers={"User-Agent": _USER_AGENT, "Accept": "application/json"}
         )
         deadline = time.monotonic() + self._config.timeout_s
+        timed_out = f"timed out after {self._config.timeout_s}s"
         try:
             with urllib.request.urlopen(request, timeout=self._config.timeout_s) as response:
                 body = _read_before(response, deadline, self._config.timeout_s)
+                return Reply(status=response.status, body=body)
         except urllib.error.HTTPError as exc:
-            _raise_for_status(exc, url)
-        except TimeoutError as exc:
-            raise _Retryable(f"timed out after {self._config.timeout_s}s") from exc
+            return Reply(
+                status=exc.code, body=_error_body(exc), retry_after=exc.headers.get("Retry-After")
+            )
+        except TimeoutError:
+            return Reply(status=None, failure=timed_out)
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, TimeoutError):
-                raise _Retryable(f"timed out after {self._config.timeout_s}s") from exc
-            raise _Retryable(f"connection failed: {exc.reason}") from exc
+                return Reply(status=None, failure=timed_out)
+            return Reply(status=None, failure=f"connection failed: {exc.reason}")
         except (OSError, http.client.HTTPException) as exc:
-            raise _Retryable(f"connection failed: {exc!r}") from exc
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
-            raise DataUnavailable(f"GET {url} returned invalid JSON: {exc}", url=url) from exc
+            return Reply(status=None, failure=f"connection failed: {exc!r}")
 
 
 def _read_before(response: Any, deadline: float, timeout_s: float) -> bytes:
@@ -216,15 +270,11 @@ def _read_before(response: Any, deadline: float, timeout_s: float) -> bytes:
     return b"".join(chunks)
 
 
-def _raise_for_status(exc: urllib.error.HTTPError, url: str) -> None:
+def _error_body(exc: urllib.error.HTTPError) -> bytes:
     try:
-        detail = exc.read(2000).decode("utf-8", "replace").strip()
+        return exc.read(2000)
     except OSError:
-        detail = ""
-    reason = f"HTTP {exc.code}" + (f": {detail}" if detail else "")
-    if exc.code in _RETRY_STATUSES:
-        raise _Retryable(reason, _retry_after_s(exc.headers.get("Retry-After"))) from exc
-    raise DataUnavailable(f"GET {url} refused: {reason}", url=url, status=exc.code) from exc
+        return b""
 
 
 def _retry_after_s(value: str | None) -> float | None:
@@ -245,4 +295,4 @@ def _retry_after_s(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-__all__ = ["MAX_PAGE_ROWS", "DatasetsServerClient", "RowsPage", "SplitSize"]
+__all__ = ["MAX_PAGE_ROWS", "DatasetsServerClient", "Reply", "RowsPage", "SplitSize"]

@@ -132,11 +132,13 @@ def rules_compatible(a: IfEvalRule, b: IfEvalRule) -> bool:
 
     Two rules of one kind never may; nor a pair in `INCOMPATIBLE_KINDS`; nor two keyword
     rules on the same keyword (forbidden vs included contradicts, included vs exactly N is
-    redundant).
+    redundant), for either question.
     """
     if a.kind == b.kind or frozenset((a.kind, b.kind)) in INCOMPATIBLE_KINDS:
         return False
-    return not (a.kind in KEYWORD_KINDS and b.kind in KEYWORD_KINDS and a.keyword == b.keyword)
+    if a.kind not in KEYWORD_KINDS or b.kind not in KEYWORD_KINDS:
+        return True
+    return all(a.for_question(i).keyword != b.for_question(i).keyword for i in (0, 1))
 
 
 def extract_keywords(text: str) -> tuple[str, ...]:
@@ -186,8 +188,9 @@ def generate_ifeval(
     """Draw `count` IF-eval samples.
 
     Each sample pairs two different questions with one list of rules (V2: 2-5 rules over all
-    kinds; V1: 1-4 rules over `V1_KINDS`). Keyword rules take their keywords from the content
-    words of the two expected answers; without any, no keyword rule is drawn.
+    kinds; V1: 1-4 rules over `V1_KINDS`). A keyword rule names one keyword per question, each
+    a content word of that question's own expected answer; when either answer has none, no
+    keyword rule is drawn.
 
     Args:
         seed: Round seed; drawn with `Random(seed ^ IFEVAL_SEED_XOR)`.
@@ -218,8 +221,8 @@ def generate_ifeval(
     samples = []
     for _ in range(count):
         (q1, a1), (q2, a2) = (pool[i] for i in rng.sample(range(len(pool)), 2))
-        keywords = extract_keywords(f"{a1} {a2}")
-        kinds = [k for k in KINDS_BY_VERSION[version] if keywords or k not in KEYWORD_KINDS]
+        keywords = (extract_keywords(a1), extract_keywords(a2))  # each question its own
+        kinds = [k for k in KINDS_BY_VERSION[version] if all(keywords) or k not in KEYWORD_KINDS]
         rules = _draw_rules(rng, kinds, rng.randint(low, high), keywords)
         samples.append(IfEvalSample(questions=(q1, q2), rules=rules, answers=(a1, a2)))
     return samples
@@ -233,7 +236,7 @@ def _distinct_questions(qa_pairs: Sequence[tuple[str, str]]) -> list[tuple[str, 
 
 
 def _draw_rules(
-    rng: Random, kinds: Sequence[str], wanted: int, keywords: Sequence[str]
+    rng: Random, kinds: Sequence[str], wanted: int, keywords: tuple[Sequence[str], Sequence[str]]
 ) -> tuple[IfEvalRule, ...]:
     """Draw kinds without replacement, skipping any that clash with those already chosen.
 
@@ -255,7 +258,7 @@ def _draw_rules(
     return tuple(best)
 
 
-def _make_rule(rng: Random, kind: str, keywords: Sequence[str]) -> IfEvalRule:
+def _make_rule(rng: Random, kind: str, keywords: tuple[Sequence[str], Sequence[str]]) -> IfEvalRule:
     if kind in (WORDS_AT_MOST, WORDS_AT_LEAST):
         return IfEvalRule(kind, n=rng.choice(WORD_COUNTS))
     if kind == SENTENCES_AT_MOST:
@@ -263,9 +266,10 @@ def _make_rule(rng: Random, kind: str, keywords: Sequence[str]) -> IfEvalRule:
     if kind == SENTENCES_AT_LEAST:
         return IfEvalRule(kind, n=rng.randint(2, 3))
     if kind == KEYWORD_EXACTLY:
-        return IfEvalRule(kind, n=rng.randint(1, 4), keyword=rng.choice(keywords))
+        n = rng.randint(1, 4)
+        return IfEvalRule(kind, n=n, keywords=(rng.choice(keywords[0]), rng.choice(keywords[1])))
     if kind in (KEYWORD_INCLUDED, KEYWORD_FORBIDDEN):
-        return IfEvalRule(kind, keyword=rng.choice(keywords))
+        return IfEvalRule(kind, keywords=(rng.choice(keywords[0]), rng.choice(keywords[1])))
     if kind == BULLETS_EXACTLY:
         return IfEvalRule(kind, n=rng.randint(1, 3))
     if kind == CLOSING_PHRASE:

@@ -1,7 +1,9 @@
 """One function per data set: resolved options in, samples out.
 
-Each loader seeds its own `random.Random(seed ^ SALT)` with a salt of its own, so two tasks
-fed from the same round seed never draw correlated data, and the global RNG is never used.
+These are the loaders of salted draws (`DataRules.draws="salted"`, protocol `next`): each seeds
+its own `random.Random(seed ^ SALT)` with a salt of its own, so two tasks fed from the same
+round seed never draw correlated data, and the global RNG is never used. The reference's draws
+are in `finetune.datasets.reference_loaders`.
 The generated tasks (word sorting, Dyck, IF-eval) live in their own modules and are imported
 when first used.
 """
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from finetune.datasets.config import DataConfig
@@ -52,6 +55,7 @@ BOOLQ_DATASET = "google/boolq"
 MAWPS_DATASET = "MU-NLPC/Calc-mawps"
 
 Options = Mapping[str, Any]
+Sleep = Callable[[float], None]
 
 
 def _source(loader_id: str, options: Options, bundled: str) -> RowSource:
@@ -65,7 +69,7 @@ def _source(loader_id: str, options: Options, bundled: str) -> RowSource:
 
 
 def load_synthetic_mmlu(
-    seed: int, count: int, options: Options, config: DataConfig
+    seed: int, count: int, options: Options, config: DataConfig, sleep: Sleep = time.sleep
 ) -> list[Sample]:
     """Multiple-choice questions (A-D options in the text, letter answer)."""
     prefix = MMLU_EXAMPLE_PREFIX if options["example_prefix"] else ""
@@ -76,10 +80,13 @@ def load_synthetic_mmlu(
         count,
         config,
         max_pages=int(options["max_pages"]),
+        sleep=sleep,
     )
 
 
-def load_fineweb(seed: int, count: int, options: Options, config: DataConfig) -> list[Sample]:
+def load_fineweb(
+    seed: int, count: int, options: Options, config: DataConfig, sleep: Sleep = time.sleep
+) -> list[Sample]:
     """Web documents, cut to `max_chars` characters."""
     max_chars = int(options["max_chars"])
     return draw_samples(
@@ -89,11 +96,12 @@ def load_fineweb(seed: int, count: int, options: Options, config: DataConfig) ->
         count,
         config,
         max_pages=int(options["max_pages"]),
+        sleep=sleep,
     )
 
 
 def load_synthetic_1_sft(
-    seed: int, count: int, options: Options, config: DataConfig
+    seed: int, count: int, options: Options, config: DataConfig, sleep: Sleep = time.sleep
 ) -> list[Sample]:
     """Reasoning traces for the chosen task types, with the thinking system prompt."""
     task_types = tuple(t.strip() for t in str(options["task_types"]).split(",") if t.strip())
@@ -106,11 +114,12 @@ def load_synthetic_1_sft(
         count,
         config,
         max_pages=int(options["max_pages"]),
+        sleep=sleep,
     )
 
 
 def load_codeforces_cots(
-    seed: int, count: int, options: Options, config: DataConfig
+    seed: int, count: int, options: Options, config: DataConfig, sleep: Sleep = time.sleep
 ) -> list[Sample]:
     """Two-message problem/solution traces, with the thinking system prompt."""
     max_chars = int(options["max_chars"])
@@ -121,10 +130,13 @@ def load_codeforces_cots(
         count,
         config,
         max_pages=int(options["max_pages"]),
+        sleep=sleep,
     )
 
 
-def load_boolq(seed: int, count: int, options: Options, config: DataConfig) -> list[Sample]:
+def load_boolq(
+    seed: int, count: int, options: Options, config: DataConfig, sleep: Sleep = time.sleep
+) -> list[Sample]:
     """Yes/no questions about a passage."""
     return draw_samples(
         _source("boolq", options, "boolq_sample.jsonl"),
@@ -133,10 +145,13 @@ def load_boolq(seed: int, count: int, options: Options, config: DataConfig) -> l
         count,
         config,
         max_pages=int(options["max_pages"]),
+        sleep=sleep,
     )
 
 
-def load_mawps(seed: int, count: int, options: Options, config: DataConfig) -> list[Sample]:
+def load_mawps(
+    seed: int, count: int, options: Options, config: DataConfig, sleep: Sleep = time.sleep
+) -> list[Sample]:
     """Arithmetic word problems with a numeric answer."""
     return draw_samples(
         _source("mawps", options, "mawps_sample.jsonl"),
@@ -145,17 +160,22 @@ def load_mawps(seed: int, count: int, options: Options, config: DataConfig) -> l
         count,
         config,
         max_pages=int(options["max_pages"]),
+        sleep=sleep,
     )
 
 
-def load_word_sorting(seed: int, count: int, options: Options, config: DataConfig) -> list[Sample]:
+def load_word_sorting(
+    seed: int, count: int, options: Options, config: DataConfig, sleep: Sleep = time.sleep
+) -> list[Sample]:
     """Generated word-sorting prompts (no data source)."""
     from finetune.datasets.word_sorting import generate_word_sorting
 
     return list(generate_word_sorting(seed, count))
 
 
-def load_dyck(seed: int, count: int, options: Options, config: DataConfig) -> list[Sample]:
+def load_dyck(
+    seed: int, count: int, options: Options, config: DataConfig, sleep: Sleep = time.sleep
+) -> list[Sample]:
     """Generated Dyck-language completions (no data source)."""
     from finetune.datasets.dyck import generate_dyck
 
@@ -163,7 +183,7 @@ def load_dyck(seed: int, count: int, options: Options, config: DataConfig) -> li
 
 
 def qa_pairs_from_mmlu(
-    seed: int, count: int, options: Options, config: DataConfig
+    seed: int, count: int, options: Options, config: DataConfig, sleep: Sleep = time.sleep
 ) -> list[tuple[str, str]]:
     """(question, answer text) pairs taken from the multiple-choice source.
 
@@ -171,7 +191,7 @@ def qa_pairs_from_mmlu(
     multiple-choice questions.
     """
     mmlu_options = {**MMLU_DEFAULTS, "example_prefix": False, "dataset_id": options["dataset_id"]}
-    samples = load_synthetic_mmlu(seed ^ SALT_IFEVAL_QA, count, mmlu_options, config)
+    samples = load_synthetic_mmlu(seed ^ SALT_IFEVAL_QA, count, mmlu_options, config, sleep)
     pairs = []
     for sample in samples:
         try:
@@ -181,10 +201,12 @@ def qa_pairs_from_mmlu(
     return pairs
 
 
-def load_synthetic_qa(seed: int, count: int, options: Options, config: DataConfig) -> list[Sample]:
+def load_synthetic_qa(
+    seed: int, count: int, options: Options, config: DataConfig, sleep: Sleep = time.sleep
+) -> list[Sample]:
     """Prompt/response pairs (SN9_MODEL's loss task): a question and its answer text."""
     mmlu_options = {**MMLU_DEFAULTS, "example_prefix": False, "dataset_id": options["dataset_id"]}
-    samples = load_synthetic_mmlu(seed ^ SALT_SYNTHETIC_QA, count, mmlu_options, config)
+    samples = load_synthetic_mmlu(seed ^ SALT_SYNTHETIC_QA, count, mmlu_options, config, sleep)
     pairs = []
     for sample in samples:
         try:
@@ -195,12 +217,12 @@ def load_synthetic_qa(seed: int, count: int, options: Options, config: DataConfi
 
 
 def _load_if_eval(
-    version: int, seed: int, count: int, options: Options, config: DataConfig
+    version: int, seed: int, count: int, options: Options, config: DataConfig, sleep: Sleep
 ) -> list[Sample]:
     from finetune.datasets.ifeval import generate_ifeval
 
     wanted = int(options["qa_pairs"]) or max(2 * count, 20)
-    pairs = qa_pairs_from_mmlu(seed, wanted, options, config)
+    pairs = qa_pairs_from_mmlu(seed, wanted, options, config, sleep)
     if len(pairs) < 2:
         raise DataUnavailable(
             f"if_eval_v{version}: need at least two questions, got {len(pairs)}",
@@ -209,18 +231,30 @@ def _load_if_eval(
     return list(generate_ifeval(seed, count, pairs, version=version))
 
 
-def load_if_eval_v1(seed: int, count: int, options: Options, config: DataConfig) -> list[Sample]:
+def load_if_eval_v1(
+    seed: int, count: int, options: Options, config: DataConfig, sleep: Sleep = time.sleep
+) -> list[Sample]:
     """IF-eval samples with rules of version 1 (the first seven rule kinds)."""
-    return _load_if_eval(1, seed, count, options, config)
+    return _load_if_eval(1, seed, count, options, config, sleep)
 
 
-def load_if_eval_v2(seed: int, count: int, options: Options, config: DataConfig) -> list[Sample]:
+def load_if_eval_v2(
+    seed: int, count: int, options: Options, config: DataConfig, sleep: Sleep = time.sleep
+) -> list[Sample]:
     """IF-eval samples with rules of version 2 (all rule kinds)."""
-    return _load_if_eval(2, seed, count, options, config)
+    return _load_if_eval(2, seed, count, options, config, sleep)
 
 
 def _remote_defaults(dataset_id: str, config: str, split: str) -> dict[str, Any]:
+    # config/split/max_pages steer salted draws; reference draws take every config from /size.
     return {"dataset_id": dataset_id, "config": config, "split": split, "max_pages": 0}
+
+
+def _reference_pages(rows_per_page: int, pages: int) -> dict[str, Any]:
+    # Reference draws only (`finetune.datasets.reference_loaders`): the page stride and `limit`
+    # of the reference's loader, and the pages of its first fetch call. The defaults are the
+    # reference's mainnet values (its constants, l.316-331; FineWeb: the loader's defaults).
+    return {"rows_per_page": rows_per_page, "pages": pages}
 
 
 MMLU_DEFAULTS: dict[str, Any] = {
@@ -229,15 +263,21 @@ MMLU_DEFAULTS: dict[str, Any] = {
 }
 FINEWEB_DEFAULTS: dict[str, Any] = {
     **_remote_defaults(FINEWEB_DATASET, "", "train"),
+    **_reference_pages(100, 4),
     "max_chars": 20_000,  # ~5k tokens: above any competition's sequence length, cut later
 }
 SYNTHETIC_1_DEFAULTS: dict[str, Any] = {
     **_remote_defaults(SYNTHETIC_1_DATASET, "default", "train"),
+    **_reference_pages(150, 1),
     "task_types": "verifiable_math,code_output_prediction",
 }
 CODEFORCES_DEFAULTS: dict[str, Any] = {
     **_remote_defaults(CODEFORCES_DATASET, "solutions", "train"),
-    "max_chars": 0,  # 0: keep all; tokenisation drops rows over the sequence length
+    **_reference_pages(120, 1),
+    "max_chars": 0,  # salted: 0 keeps all; tokenisation drops rows over the sequence length
+    # Reference draws: keep a row iff len(q)//4 + len(t)//4 + 10 <= this (its
+    # max_sequence_length default, equal to DISTILLED_REASONING_3B's sequence length).
+    "max_estimated_tokens": 16_384,
 }
 BOOLQ_DEFAULTS: dict[str, Any] = _remote_defaults(BOOLQ_DATASET, "default", "validation")
 MAWPS_DEFAULTS: dict[str, Any] = _remote_defaults(MAWPS_DATASET, "default", "test")

@@ -35,12 +35,24 @@ class TextSample:
 
 @dataclass(frozen=True)
 class IfEvalRule:
-    """One rule of an IF-eval sample. `kind` names the checker; the other fields its argument."""
+    """One rule of an IF-eval sample. `kind` names the checker; the other fields its argument.
+
+    A keyword rule of a sample names one keyword per question in `keywords` (each drawn from
+    that question's own answer); the rule each question is asked and checked under carries
+    its own in `keyword` (see `for_question`).
+    """
 
     kind: str
     n: int | None = None
     keyword: str | None = None
     phrase: str | None = None
+    keywords: tuple[str, str] | None = None
+
+    def for_question(self, index: int) -> IfEvalRule:
+        """The rule as question `index` (0 or 1) of its sample is asked it."""
+        if self.keywords is None:
+            return self
+        return IfEvalRule(self.kind, n=self.n, keyword=self.keywords[index], phrase=self.phrase)
 
 
 @dataclass(frozen=True)

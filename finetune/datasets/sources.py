@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ def draw_samples(
     config: DataConfig,
     *,
     max_pages: int = 0,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[S]:
     """Up to `count` samples shaped from rows of `source`; fewer if fewer are usable.
 
@@ -66,6 +68,7 @@ def draw_samples(
         count: How many samples are wanted.
         config: Offline switch, override folder, endpoint and retry settings.
         max_pages: Remote pages to fetch at most; 0 means three times the pages needed.
+        sleep: How to wait between HTTP attempts (tests pass a recorder).
 
     Returns:
         The samples, in an order drawn from `rng`.
@@ -76,22 +79,36 @@ def draw_samples(
     """
     if count <= 0:
         return []
+    rows = local_rows(source, config)
+    if rows is not None:
+        return _from_rows(rows, shape, rng, count, source.loader_id)
+    pages = max_pages or 3 * math.ceil(count / MAX_PAGE_ROWS)
+    return _from_remote(source, shape, rng, count, config, pages, sleep)
+
+
+def local_rows(source: RowSource, config: DataConfig) -> list[dict[str, Any]] | None:
+    """The rows of the local override file, else (offline) of the bundled sample.
+
+    Returns:
+        The rows in file order, or None when the rows must come from the datasets-server.
+
+    Raises:
+        DataUnavailable: Offline without an override file or a bundled sample, or a file
+            that cannot be read.
+    """
     override = find_override(config.data_dir, source.loader_id)
     if override is not None:
         logger.info("%s: reading local file %s", source.loader_id, override)
-        return _from_rows(read_rows(override), shape, rng, count, source.loader_id)
-    if config.offline:
-        if source.bundled is None:
-            raise DataUnavailable(
-                f"{source.loader_id}: offline, and no {source.loader_id}.jsonl/.parquet in "
-                f"data_dir={config.data_dir}",
-                dataset=source.loader_id,
-            )
-        return _from_rows(
-            read_rows(bundled_file(source.bundled)), shape, rng, count, source.loader_id
+        return read_rows(override)
+    if not config.offline:
+        return None
+    if source.bundled is None:
+        raise DataUnavailable(
+            f"{source.loader_id}: offline, and no {source.loader_id}.jsonl/.parquet in "
+            f"data_dir={config.data_dir}",
+            dataset=source.loader_id,
         )
-    pages = max_pages or 3 * math.ceil(count / MAX_PAGE_ROWS)
-    return _from_remote(source, shape, rng, count, config, pages)
+    return read_rows(bundled_file(source.bundled))
 
 
 def _from_rows(
@@ -133,9 +150,10 @@ def _from_remote(
     count: int,
     config: DataConfig,
     max_pages: int,
+    sleep: Callable[[float], None],
 ) -> list[S]:
-    client = DatasetsServerClient(config)
-    _check_revision(client, source, config)
+    client = DatasetsServerClient(config, sleep=sleep)
+    check_revision(client, source, config)
     candidates = _candidate_splits(client.splits(source.hub_id), source)
     samples: list[S] = []
     skipped: Counter[str] = Counter()
@@ -160,7 +178,12 @@ def _from_remote(
     return samples[:count]
 
 
-def _check_revision(client: DatasetsServerClient, source: RowSource, config: DataConfig) -> None:
+def check_revision(client: DatasetsServerClient, source: RowSource, config: DataConfig) -> None:
+    """Ours (both protocols): a pinned revision must be the one the datasets-server serves.
+
+    Raises:
+        DataUnavailable: The Hub's current sha differs from the pin (``revision_mismatch``).
+    """
     pinned = config.revision_for(source.hub_id, source.loader_id)
     if pinned is None:
         return
@@ -205,4 +228,4 @@ def _pick_page(
     return None
 
 
-__all__ = ["RowSource", "draw_samples"]
+__all__ = ["RowSource", "check_revision", "draw_samples", "local_rows"]

@@ -34,7 +34,12 @@ class FakeDatasetsServer:
 
     `truncated` marks row indices whose cells the server reports as truncated; `shas` gives
     the Hub sha per dataset. Faults queued with `fail_next`/`hang_next`/`garbage_next` apply
-    to the next requests in order, one per request; `requests` records (path, query) pairs.
+    to the next requests in order, one per request (`pass_next` queues requests answered
+    normally, so a fault can target a later request); `requests` records (path, query) pairs.
+    `rate_limit_offsets` ({hub_id: n}) makes ``/rows`` answer 429 for offsets above n, as the
+    real server does for fineweb-edu-score-2 above offset 1,000,000. Like the real server,
+    ``/rows`` reads only ``offset`` and ``length`` (default 100, at most 100) and ignores any
+    other parameter, ``limit`` included.
     """
 
     def __init__(
@@ -43,8 +48,10 @@ class FakeDatasetsServer:
         *,
         shas: dict[str, str] | None = None,
         truncated: set[int] | None = None,
+        rate_limit_offsets: dict[str, int] | None = None,
     ) -> None:
         self.datasets = datasets or {}
+        self.rate_limit_offsets = rate_limit_offsets or {}
         self.shas = shas or {}
         self.truncated = truncated or set()
         self.requests: list[tuple[str, dict[str, str]]] = []
@@ -66,6 +73,10 @@ class FakeDatasetsServer:
         for _ in range(times):
             self._faults.append(_Fault(status=status, retry_after=retry_after))
 
+    def pass_next(self, *, times: int = 1) -> None:
+        for _ in range(times):
+            self._faults.append(_Fault())
+
     def hang_next(self, seconds: float, *, times: int = 1) -> None:
         for _ in range(times):
             self._faults.append(_Fault(hang_s=seconds))
@@ -76,6 +87,12 @@ class FakeDatasetsServer:
 
     def paths(self) -> list[str]:
         return [path for path, _ in self.requests]
+
+    def reset(self) -> None:
+        """Forget the recorded requests and any queued faults (one server, many runs)."""
+        with self._lock:
+            self.requests.clear()
+            self._faults.clear()
 
     def __enter__(self) -> FakeDatasetsServer:
         self._thread.start()
@@ -120,6 +137,9 @@ class FakeDatasetsServer:
         if rows is None:
             return 404, {"error": "Not found."}
         offset, length = int(query.get("offset", 0)), int(query.get("length", 100))
+        over = self.rate_limit_offsets.get(query.get("dataset", ""))
+        if over is not None and offset > over:
+            return 429, {"error": "too many requests"}
         if length > 100:
             return 422, {"error": "Parameter 'length' must not be greater than 100"}
         items = [
