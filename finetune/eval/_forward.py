@@ -67,10 +67,11 @@ class SplitModel:
         states = out.logits if self.fallback else out.last_hidden_state
         return states, (out.past_key_values if use_cache else None)
 
-    def head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits in fp32 for hidden states `[..., hidden]` -> `[..., vocab]`."""
+    def head(self, hidden: torch.Tensor, *, upcast: bool = True) -> torch.Tensor:
+        """Logits for hidden states `[..., hidden]` -> `[..., vocab]`: fp32, or with
+        ``upcast=False`` in the dtype the model's own forward returns them."""
         if self.fallback:
-            return hidden.float()
+            return hidden.float() if upcast else hidden
         # Same operations, in the same dtype and order, as the models' own forward.
         logits = self._lm_head(hidden)
         if self._scale is not None:
@@ -79,7 +80,7 @@ class SplitModel:
             logits = logits / self._divide
         if self._softcap is not None:
             logits = torch.tanh(logits / self._softcap) * self._softcap
-        return logits.float()
+        return logits.float() if upcast else logits
 
     def _check(self) -> None:
         if self._checked:
@@ -137,3 +138,44 @@ def chunked_nll(
         sums.index_add_(0, rows[start : start + chunk], nll.double())
         del logits, nll
     return sums
+
+
+def chunked_native_nll(
+    split: SplitModel, hidden: torch.Tensor, targets: torch.Tensor, chunk: int
+) -> torch.Tensor:
+    """Per-token cross-entropy on logits in the model's own dtype, `chunk` positions at a time.
+
+    Args:
+        split: the model's head.
+        hidden: `[n, hidden]` states at the positions that predict the scored tokens.
+        targets: `[n]` scored token ids.
+        chunk: positions per head call.
+
+    Returns:
+        `[n]` losses in the logits' dtype (bf16 for a bf16 model): the values the reference's
+        `CrossEntropyLoss` averages (log-softmax is per position, so chunking changes nothing).
+    """
+    parts = []
+    for start in range(0, hidden.shape[0], chunk):
+        logits = split.head(hidden[start : start + chunk], upcast=False)  # [c, vocab]
+        parts.append(
+            torch.nn.functional.cross_entropy(
+                logits, targets[start : start + chunk], reduction="none"
+            )
+        )
+        del logits
+    return torch.cat(parts)
+
+
+def native_row_means(token_nll: torch.Tensor, counts: list[int]) -> list[float]:
+    """Each row's mean of `token_nll` (`[n]`, rows consecutive, `counts` tokens each), reduced
+    in its dtype by the same kernel as `CrossEntropyLoss`'s mean (`nll_loss` over the row's
+    tokens in order), so a bf16 row gives the reference's bf16 value."""
+    means, start = [], 0
+    zeros = torch.zeros(max(counts, default=0), dtype=torch.long, device=token_nll.device)
+    for n in counts:
+        row = token_nll[start : start + n]
+        # nll_loss(-x[:, None], 0) averages x with the reduction of the reference's loss.
+        means.append(float(torch.nn.functional.nll_loss(-row[:, None], zeros[:n])))
+        start += n
+    return means

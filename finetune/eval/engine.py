@@ -25,7 +25,7 @@ from typing import TypeVar
 import torch
 
 from finetune.errors import EvalFailed
-from finetune.eval._forward import SplitModel, chunked_nll
+from finetune.eval._forward import SplitModel, chunked_native_nll, chunked_nll, native_row_means
 from finetune.eval._prefix import MIN_PREFIX_TOKENS, PrefixSharing, pad_rows
 from finetune.eval.batching import Batch, longest_first, next_batch, prefix_groups, restore_order
 from finetune.eval.requests import (
@@ -64,6 +64,9 @@ class BatchedEngine:
             fp32 logits held to `loss_chunk_tokens x vocab`.
         share_prefixes: group rows by their opening tokens and run a batch's common prefix
             once (checked once per model against the plain forward; off if they disagree).
+        loss_in_model_dtype: a loss request's mean is computed from logits in the model's own
+            dtype by the reference's kernels (see `NaiveEngine`); `sum_nll` is then that mean
+            times the token count. Default: fp32 logits, fp64 sums.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class BatchedEngine:
         max_rows: int | None = None,
         loss_chunk_tokens: int = 1024,
         share_prefixes: bool = True,
+        loss_in_model_dtype: bool = False,
     ) -> None:
         if batch_tokens < 1 or loss_chunk_tokens < 1 or (max_rows is not None and max_rows < 1):
             raise ValueError("batch_tokens, max_rows and loss_chunk_tokens must be >= 1")
@@ -84,6 +88,7 @@ class BatchedEngine:
         self.batch_tokens = batch_tokens
         self.max_rows = max_rows
         self.loss_chunk_tokens = loss_chunk_tokens
+        self.loss_in_model_dtype = loss_in_model_dtype
         self._split = SplitModel(model, self.device)
         pad = getattr(model.config, "pad_token_id", None)
         vocab = int(model.get_input_embeddings().weight.shape[0])
@@ -215,6 +220,13 @@ class BatchedEngine:
         rows_t = torch.tensor(rows, device=self.device)
         picked = hidden[rows_t, torch.tensor(cols, device=self.device)]  # [n, hidden]
         del hidden
+        counts = [len(r.token_ids) - r.score_from for r in requests]
+        if self.loss_in_model_dtype:
+            token_nll = chunked_native_nll(
+                self._split, picked, torch.tensor(targets, device=self.device), self.loss_chunk_tokens
+            )
+            means = native_row_means(token_nll, counts)
+            return [LossResult(sum_nll=m * n, n_tokens=n) for m, n in zip(means, counts, strict=True)]
         sums = chunked_nll(
             self._split,
             picked,
@@ -223,7 +235,6 @@ class BatchedEngine:
             len(requests),
             self.loss_chunk_tokens,
         )
-        counts = [len(r.token_ids) - r.score_from for r in requests]
         return [
             LossResult(sum_nll=float(s), n_tokens=n)
             for s, n in zip(sums.tolist(), counts, strict=True)
@@ -262,9 +273,12 @@ class _GreedyBatch:
         hidden, cache, mask, positions = self._prefill()
         logits = self.split.head(hidden[:, -1])  # [rows, vocab]
         seen = self._seen_prompt_tokens(logits.shape[-1])  # [rows, vocab] bool
+        banned = self._suppressed(logits.shape[-1])  # [rows, vocab] bool, or None
         next_pos = positions[:, -1:] + 1  # [rows, 1]
         while True:
             logits = self._penalise(logits, seen)
+            if banned is not None:
+                logits = logits.masked_fill(banned, float("-inf"))
             tokens = torch.argmax(logits, dim=-1).tolist()
             keep = self._record(tokens)
             if not keep:
@@ -273,6 +287,7 @@ class _GreedyBatch:
                 index = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(index)
                 mask, seen, next_pos = mask[index], seen[index], next_pos[index]
+                banned = banned[index] if banned is not None else None
                 self.active = [self.active[k] for k in keep]
             step = torch.tensor([[tokens[k]] for k in keep], device=self.device)  # [rows, 1]
             seen.scatter_(1, step, True)
@@ -301,6 +316,16 @@ class _GreedyBatch:
         for row, r in enumerate(self.requests):
             seen[row, sorted(set(r.prompt_ids))] = True  # real tokens only, never padding
         return seen
+
+    def _suppressed(self, vocab: int) -> torch.Tensor | None:
+        if not any(r.suppress_ids for r in self.requests):
+            return None
+        banned = torch.zeros((len(self.requests), vocab), dtype=torch.bool, device=self.device)
+        for row, r in enumerate(self.requests):
+            ids = [i for i in r.suppress_ids if 0 <= i < vocab]
+            if ids:
+                banned[row, ids] = True
+        return banned
 
     def _penalise(self, logits: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
         # One python-scalar op per distinct penalty: the same arithmetic as NaiveEngine.

@@ -23,8 +23,9 @@ from finetune.errors import DataUnavailable
 from finetune.eval.loading import load_model
 from finetune.eval.methods import get_method
 from finetune.eval.naive import NaiveEngine
-from finetune.eval.prompting import PromptContext, stop_ids_of
+from finetune.eval.prompting import PromptContext, prompt_context
 from finetune.eval.requests import Engine
+from finetune.protocol import NEXT, DataRules, EvalRules
 from finetune.scoring import aggregate_score, effective_weights, normalised_scores
 
 logger = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def prepare_task_data(
     seed: int,
     config: DataConfig,
     sample_counts: Mapping[str, int] | None = None,
+    rules: DataRules = NEXT.data,
 ) -> TaskData:
     """Load each task's samples for a round.
 
@@ -98,6 +100,7 @@ def prepare_task_data(
         config: data sources (offline, local files, HTTP settings).
         sample_counts: per task name, how many samples to draw instead of the task's count
             (a local check with few samples). The task's `min_samples` is capped to it.
+        rules: how the loaders draw rows (the protocol's `data`); defaults to `next`'s.
 
     Returns:
         The samples of every task that has enough, and the others in `dropped` with the reason.
@@ -109,7 +112,12 @@ def prepare_task_data(
         count = counts.get(task.name, task.samples)
         try:
             loaded = load_task_samples(
-                task.dataset, seed=seed, count=count, options=task.dataset_options, config=config
+                task.dataset,
+                seed=seed,
+                count=count,
+                options=task.dataset_options,
+                config=config,
+                rules=rules,
             )
         except DataUnavailable as e:
             logger.warning("task %s dropped: %s", task.name, e)
@@ -124,18 +132,28 @@ def prepare_task_data(
     return TaskData(seed=seed, samples=samples, dropped=dropped)
 
 
-def default_engine(model: Any, *, device: str, batch_tokens: int) -> Engine:
-    """The batched engine where it is available, else the naive one."""
+def default_engine(
+    model: Any, *, device: str, batch_tokens: int, loss_in_model_dtype: bool = False
+) -> Engine:
+    """The batched engine where it is available, else the naive one.
+
+    `loss_in_model_dtype`: losses from logits in the model's dtype (`EvalRules`).
+    """
     try:
         from finetune.eval.engine import BatchedEngine
     except ImportError:  # the batched engine is optional; the naive one is always right
         logger.info("batched engine unavailable; using the naive engine")
-        return NaiveEngine(model, device=device)
-    return BatchedEngine(model, device=device, batch_tokens=batch_tokens)
+        return NaiveEngine(model, device=device, loss_in_model_dtype=loss_in_model_dtype)
+    return BatchedEngine(
+        model, device=device, batch_tokens=batch_tokens, loss_in_model_dtype=loss_in_model_dtype
+    )
 
 
 def _load(
-    model_or_dir: str | os.PathLike[str] | tuple[Any, Any], competition: Competition, device: str
+    model_or_dir: str | os.PathLike[str] | tuple[Any, Any],
+    competition: Competition,
+    device: str,
+    tokenizer_dir: str | os.PathLike[str] | None,
 ) -> tuple[Any, Any]:
     if isinstance(model_or_dir, (str, os.PathLike)):
         return load_model(
@@ -143,6 +161,7 @@ def _load(
             device=device,
             dtype=competition.constraints.load_dtype,
             tokenizer=competition.constraints.tokenizer,
+            tokenizer_dir=tokenizer_dir,
         )
     return model_or_dir
 
@@ -156,6 +175,8 @@ def evaluate_model(
     batch_tokens: int = 8192,
     engine: Engine | None = None,
     progress: bool | TaskProgress = False,
+    rules: EvalRules = NEXT.eval,
+    tokenizer_dir: str | os.PathLike[str] | None = None,
 ) -> ModelEvaluation:
     """Score a model on every task of `competition` that has data.
 
@@ -166,9 +187,14 @@ def evaluate_model(
         task_data: the round's samples (`prepare_task_data`).
         device: where the model runs.
         batch_tokens: token budget per batch of the default engine.
-        engine: answers the requests; by default the batched engine on the model.
+        engine: answers the requests; by default the batched engine on the model (computing
+            losses in the model's dtype when `rules` say so; a given engine is used as is).
         progress: True for a rich progress bar per task, or a callback
             ``(task, completed, total)``; False for silence.
+        rules: the protocol's eval rules (`finetune.protocol`); default `NEXT`'s.
+        tokenizer_dir: where the competition's fixed tokenizer is cached (offline it must
+            hold it); default: the environment variable ``FINETUNE_FIXED_TOKENIZER_DIR``,
+            else the Hugging Face cache.
 
     Returns:
         Per-task scores, the total and the dropped tasks, combined by `finetune.scoring`
@@ -177,15 +203,21 @@ def evaluate_model(
 
     Raises:
         ModelRejected: the directory cannot be loaded as a causal LM (see `load_model`).
+        ConfigError: the fixed tokenizer is missing and cannot be downloaded.
+        EvalFailed: under the reference's rules, what fails the whole model there (a
+            tokenizer without chat template, a reference of no tokens).
     """
-    model, tokenizer = _load(model_or_dir, competition, device)
+    model, tokenizer = _load(model_or_dir, competition, device, tokenizer_dir)
     if engine is None:
-        engine = default_engine(model, device=device, batch_tokens=batch_tokens)
-    generation_config = getattr(model, "generation_config", None)
-    ctx = PromptContext(
-        tokenizer=tokenizer,
-        sequence_length=competition.constraints.sequence_length,
-        stop_ids=stop_ids_of(tokenizer, getattr(generation_config, "eos_token_id", None)),
+        engine = default_engine(
+            model, device=device, batch_tokens=batch_tokens,
+            loss_in_model_dtype=rules.loss_in_model_dtype,
+        )
+    ctx = prompt_context(
+        tokenizer,
+        competition.constraints.sequence_length,
+        rules=rules,
+        generation_config=getattr(model, "generation_config", None),
     )
     dropped = dict(task_data.dropped)
     for task in competition.tasks:

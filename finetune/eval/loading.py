@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from finetune.errors import ModelRejected
+from finetune.eval.fixed_tokenizer import is_fixed_tokenizer, load_fixed_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +77,32 @@ def load_config(model_dir: Path) -> Any:
     return config
 
 
-def load_tokenizer(source: str | Path) -> Any:
-    """A tokenizer from a directory or a hub id, never with remote code.
+def load_tokenizer(
+    source: str | Path,
+    *,
+    fixed: bool | None = None,
+    tokenizer_dir: str | Path | None = None,
+) -> Any:
+    """A model's own tokenizer from its directory, or a competition's fixed tokenizer.
+
+    Never runs remote code.
+
+    Args:
+        source: a model directory, or a fixed tokenizer (hub id or folder).
+        fixed: load `source` as a fixed tokenizer (`finetune.eval.fixed_tokenizer`); by default
+            only the known fixed tokenizer ids (``Xenova/gpt-4``) are.
+        tokenizer_dir: where fixed tokenizers are cached (see `fixed_tokenizer_folder`).
 
     Raises:
-        ModelRejected: reason ``bad_tokenizer``.
+        ModelRejected: reason ``bad_tokenizer`` (a model's own tokenizer).
+        ConfigError: a fixed tokenizer is missing and cannot be downloaded.
     """
     from transformers import AutoTokenizer
 
+    if fixed is None:
+        fixed = is_fixed_tokenizer(source)
+    if fixed:
+        return load_fixed_tokenizer(source, tokenizer_dir=tokenizer_dir)
     try:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as e:
@@ -124,6 +143,7 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: str | torch.dtype = "float32",
     tokenizer: str | Path | None = None,
+    tokenizer_dir: str | Path | None = None,
     allow_unused_weights: bool = False,
 ) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer for evaluation.
@@ -132,7 +152,10 @@ def load_model(
         model_dir: a local snapshot directory.
         device: where to put the model.
         dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a torch dtype.
-        tokenizer: a fixed tokenizer (directory or hub id) to use instead of the model's own.
+        tokenizer: a fixed tokenizer (hub id or folder) to use instead of the model's own,
+            loaded with `finetune.eval.fixed_tokenizer.load_fixed_tokenizer`.
+        tokenizer_dir: where fixed tokenizers are cached; offline it must hold them (default:
+            the environment variable ``FINETUNE_FIXED_TOKENIZER_DIR``, else the HF cache).
         allow_unused_weights: load a model whose files hold tensors no layer uses (they are
             ignored) instead of rejecting it.
 
@@ -144,6 +167,7 @@ def load_model(
             config is not a causal LM, its files lack weights of the model (which would be
             random: `missing_weights`), hold tensors of the wrong shape or unused ones, or its
             weights or tokenizer cannot be loaded (see `reason`).
+        ConfigError: the fixed tokenizer is missing and cannot be downloaded.
         ValueError: an unknown dtype name.
     """
     from transformers import AutoModelForCausalLM
@@ -166,7 +190,16 @@ def load_model(
     _check_loading_info(info, allow_unused=allow_unused_weights)
     model.to(device)
     model.eval()
-    return model, load_tokenizer(tokenizer if tokenizer is not None else path)
+    if tokenizer is not None:
+        return model, load_fixed_tokenizer(tokenizer, tokenizer_dir=tokenizer_dir)
+    return model, load_tokenizer(path, fixed=False)
 
 
-__all__ = ["PICKLE_SUFFIXES", "check_weight_files", "load_config", "load_model", "resolve_dtype"]
+__all__ = [
+    "PICKLE_SUFFIXES",
+    "check_weight_files",
+    "load_config",
+    "load_model",
+    "load_tokenizer",
+    "resolve_dtype",
+]

@@ -21,6 +21,26 @@ from finetune.eval.requests import (
 )
 
 
+def suppress_tokens(logits: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
+    """logits: [vocab]; the ids (those inside the vocabulary) set to -inf, so never chosen."""
+    banned = [i for i in ids if 0 <= i < logits.shape[-1]]
+    if not banned:
+        return logits
+    logits = logits.clone()
+    logits[banned] = float("-inf")
+    return logits
+
+
+def native_mean_nll(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean cross-entropy as the reference computes it: in the logits' own dtype.
+
+    logits: [n, vocab] as the model returned them (bf16 for a bf16 model); targets: [n]. The
+    log-softmax and the mean run in that dtype on the device's kernels, so for a bf16 model the
+    result is a bf16 value, exactly the reference's `CrossEntropyLoss()(logits, targets)`.
+    """
+    return float(torch.nn.functional.cross_entropy(logits, targets))
+
+
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
     """logits: [vocab]; seen: [k] distinct token ids already in prompt or output."""
     if penalty == 1.0 or seen.numel() == 0:
@@ -32,15 +52,31 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
 
 
 class NaiveEngine:
-    """Answers each request on its own, with no padding and no batching."""
+    """Answers each request on its own, with no padding and no batching.
 
-    def __init__(self, model: torch.nn.Module, device: str | torch.device = "cpu") -> None:
+    Args:
+        model: a causal LM on `device`.
+        device: where input tensors are created.
+        loss_in_model_dtype: compute each loss request's mean cross-entropy on the logits in
+            the model's own dtype (`native_mean_nll`, the reference's arithmetic); its
+            `sum_nll` is then that mean times the token count. Default: fp32 logits, summed.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: str | torch.device = "cpu",
+        *,
+        loss_in_model_dtype: bool = False,
+    ) -> None:
         self.model = model
         self.device = torch.device(device)
+        self.loss_in_model_dtype = loss_in_model_dtype
 
-    def _logits(self, ids: Sequence[int]) -> torch.Tensor:
+    def _logits(self, ids: Sequence[int], *, upcast: bool = True) -> torch.Tensor:
         input_ids = torch.tensor([list(ids)], device=self.device)
-        return self.model(input_ids=input_ids).logits[0].float()  # [seq, vocab]
+        logits = self.model(input_ids=input_ids).logits[0]  # [seq, vocab]
+        return logits.float() if upcast else logits
 
     @torch.inference_mode()
     def loss(
@@ -48,12 +84,17 @@ class NaiveEngine:
     ) -> list[LossResult]:
         results = []
         for request in requests:
-            logits = self._logits(request.token_ids)
+            logits = self._logits(request.token_ids, upcast=not self.loss_in_model_dtype)
             targets = torch.tensor(request.token_ids[request.score_from :], device=self.device)
+            n = int(targets.numel())
             # logits[t] predicts token t+1
             predicted = logits[request.score_from - 1 : len(request.token_ids) - 1]
-            nll = torch.nn.functional.cross_entropy(predicted, targets, reduction="sum")
-            results.append(LossResult(sum_nll=float(nll), n_tokens=int(targets.numel())))
+            if self.loss_in_model_dtype:
+                # mean * n is exact in a Python float, so LossResult.mean gives the mean back.
+                results.append(LossResult(sum_nll=native_mean_nll(predicted, targets) * n, n_tokens=n))
+            else:
+                nll = torch.nn.functional.cross_entropy(predicted, targets, reduction="sum")
+                results.append(LossResult(sum_nll=float(nll), n_tokens=n))
             if progress:
                 progress(1)
         return results
@@ -71,6 +112,7 @@ class NaiveEngine:
                 logits = step.logits[0, -1].float()
                 seen = torch.tensor(sorted(set(ids)), device=self.device)
                 logits = apply_repetition_penalty(logits, seen, request.repetition_penalty)
+                logits = suppress_tokens(logits, request.suppress_ids)
                 token = int(torch.argmax(logits))
                 if token in request.stop_ids:
                     break

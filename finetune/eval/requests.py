@@ -51,13 +51,15 @@ class GenerationRequest:
     Decoding stops after `max_new_tokens` or when a token in `stop_ids` is produced (the stop
     token is not returned). The repetition penalty follows the usual rule: for every distinct
     token already in prompt or output, a positive logit is divided by the penalty and a
-    negative one multiplied. Padding never counts as "already seen".
+    negative one multiplied. Padding never counts as "already seen". Tokens in `suppress_ids`
+    are never chosen (their logits are -inf), as `min_new_tokens` bans EOS in `generate`.
     """
 
     prompt_ids: tuple[int, ...]
     max_new_tokens: int
     repetition_penalty: float = 1.0
     stop_ids: tuple[int, ...] = ()
+    suppress_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
@@ -324,3 +325,33 @@ def test_split_probe_interrupted_by_out_of_memory_is_run_again(tiny_model_dir, m
     requests = _loss_requests(seqs)
     _assert_losses_match(engine.loss(requests), NaiveEngine(model).loss(requests))
     assert engine._split.fallback
+
+
+def test_suppressed_tokens_are_never_generated(models):
+    model = models["llama"]
+    seqs = _sequences(model.config.vocab_size, seed=7)
+    naive = NaiveEngine(model)
+    free = naive.generate([GenerationRequest(s, max_new_tokens=12) for s in seqs])
+    # Ban what each row produced first: every row has to take another path.
+    banned = [GenerationRequest(s, max_new_tokens=12, suppress_ids=(f.token_ids[0], 10**6))
+              for s, f in zip(seqs, free, strict=True)]
+    got = naive.generate(banned)
+    for request, result in zip(banned, got, strict=True):
+        assert request.suppress_ids[0] not in result.token_ids
+        assert len(result.token_ids) == 12
+    assert BatchedEngine(model, batch_tokens=640).generate(banned) == got
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_losses_in_the_models_dtype_match_between_engines(models, arch):
+    # The reference's arithmetic: cross-entropy on the logits as the model returns them.
+    model = copy.deepcopy(models[arch]).to(torch.bfloat16)
+    requests = _loss_requests(_sequences(model.config.vocab_size, seed=9))
+    naive = NaiveEngine(model, loss_in_model_dtype=True).loss(requests)
+    batched = BatchedEngine(model, batch_tokens=640, loss_in_model_dtype=True).loss(requests)
+    for n, b, r in zip(naive, batched, requests, strict=True):
+        assert n.n_tokens == b.n_tokens == len(r.token_ids) - r.score_from
+        assert float(torch.tensor(n.mean).bfloat16()) == n.mean  # a bf16 value
+        assert b.mean == n.mean  # the same kernels on the same logits, padded or not
+    upcast = NaiveEngine(model).loss(requests)
+    assert [u.mean for u in upcast] == pytest.approx([n.mean for n in naive], rel=0.02)

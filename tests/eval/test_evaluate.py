@@ -30,6 +30,7 @@ from finetune.datasets.samples import (
 from finetune.errors import DataUnavailable, ModelRejected
 from finetune.eval import (
     BatchedEngine,
+    ChoiceResult,
     LossResult,
     NaiveEngine,
     TaskData,
@@ -38,6 +39,7 @@ from finetune.eval import (
     prepare_task_data,
 )
 from finetune.eval import evaluate as evaluate_module
+from finetune.protocol import REFERENCE_31
 
 EXP20 = Normalization(kind=NormKind.INVERSE_EXPONENTIAL, ceiling=20.0)
 
@@ -138,6 +140,40 @@ def test_batched_and_naive_engines_agree_end_to_end(loaded):
     assert 0.0 <= naive.tasks["MC"].raw <= 1.0 and 0.0 <= naive.tasks["IF"].raw <= 1.0
 
 
+def test_reference_rules_end_to_end_with_both_engines(loaded):
+    # REF's last sample has a reference longer than the sequence length: kept whole here.
+    competition = tiny_competition(ALL_TASKS)
+    data = TaskData(seed=7, samples=SAMPLES)
+    model, _ = loaded
+    rules = REFERENCE_31.eval
+    naive = evaluate_model(loaded, competition, data, engine=NaiveEngine(model), rules=rules)
+    batched = evaluate_model(loaded, competition, data, rules=rules, batch_tokens=512)
+    ours = evaluate_model(loaded, competition, data, engine=NaiveEngine(model))
+    for name in ("MC", "MC_LOGLIK", "IF", "EXACT"):
+        assert batched.tasks[name].raw == naive.tasks[name].raw, name
+    for name in ("REF", "TEXT"):
+        assert math.isfinite(naive.tasks[name].raw)
+        assert batched.tasks[name].raw == pytest.approx(naive.tasks[name].raw, rel=1e-4), name
+        assert naive.tasks[name].raw != ours.tasks[name].raw, name  # padding, whole references
+
+
+def test_the_fixed_tokenizer_comes_from_tokenizer_dir(tiny_model_dir, gpt4_tokenizer_dir):
+    base = tiny_competition([task("MC_LOGLIK", Method.MULTIPLE_CHOICE_LOGLIK, 1.0)])
+    constraints = base.constraints.model_copy(update={"tokenizer": "Xenova/gpt-4"})
+    competition = base.model_copy(update={"constraints": constraints})
+    data = TaskData(seed=0, samples={"MC_LOGLIK": SAMPLES["MC_LOGLIK"][:1]})
+    seen = []
+
+    class Recording:  # the gpt-4 ids never reach the tiny model
+        def choice_logprobs(self, requests, progress=None):
+            seen.extend(requests)
+            return [ChoiceResult((0.0, -1.0, -1.0, -1.0)) for _ in requests]
+
+    evaluate_model(tiny_model_dir, competition, data, engine=Recording(),
+                   rules=REFERENCE_31.eval, tokenizer_dir=gpt4_tokenizer_dir)
+    assert seen[0].prompt_ids[0] == 100264  # <|im_start|> of Xenova/gpt-4
+
+
 def test_missing_task_data_rescales_the_other_weights(loaded):
     competition = tiny_competition(ALL_TASKS[1:3] + (task("GONE", Method.TEXT_LOSS, 0.6),),)
     data = TaskData(seed=1, samples={k: SAMPLES[k] for k in ("MC_LOGLIK", "REF")},
@@ -190,7 +226,7 @@ def test_evaluate_from_a_directory_with_the_default_engine(tiny_model_dir, loade
 def test_prepare_task_data_drops_tasks_without_enough_data(monkeypatch):
     calls = []
 
-    def fake_load(dataset, *, seed, count, options=None, config=DataConfig()):  # noqa: B008
+    def fake_load(dataset, *, seed, count, options=None, config=DataConfig(), rules=None):  # noqa: B008
         calls.append((dataset, seed, count, dict(options or {}), config.offline))
         if dataset == "broken":
             raise DataUnavailable("no rows today")

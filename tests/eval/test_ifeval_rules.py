@@ -11,6 +11,7 @@ from finetune.eval.ifeval_rules import (
     count_words,
     split_sentences,
 )
+from finetune.eval.methods.if_eval import question_rules
 
 R = IfEvalRule
 TWENTY_FIVE = " ".join(["word"] * 25)
@@ -104,9 +105,10 @@ def test_generated_rules_are_all_checkable():
     qa = [("Q1?", "Paris is the capital."), ("Q2?", "Blue light scatters more.")]
     response = "Paris is the capital. Blue light."
     for sample in generate_ifeval(3, 200, qa):
-        satisfied = count_satisfied(sample.rules, response)
-        assert satisfied == sum(check_rule(rule, response) for rule in sample.rules)
-        assert 0 <= satisfied <= len(sample.rules)
+        for rules in question_rules(sample):
+            satisfied = count_satisfied(rules, response)
+            assert satisfied == sum(check_rule(rule, response) for rule in rules)
+            assert 0 <= satisfied <= len(rules)
 
 
 def test_unknown_kind_and_missing_arguments():
@@ -118,3 +120,49 @@ def test_unknown_kind_and_missing_arguments():
         check_rule(R(k.KEYWORD_INCLUDED), "text")
     with pytest.raises(ConfigError):
         check_rule(R(k.CLOSING_PHRASE), "text")
+
+
+# --- fixes to our rules (both protocols draw with them; `next` checks with them) ------------
+
+
+def test_underscore_does_not_glue_a_word_to_the_keyword():
+    rule = R(k.KEYWORD_INCLUDED, keyword="world")
+    assert check_rule(rule, "hello_world") and check_rule(rule, "_world_")
+    assert not check_rule(rule, "worldly") and not check_rule(rule, "world2")
+    assert check_rule(R(k.KEYWORD_EXACTLY, n=2, keyword="blue"), "blue_sky and blue")
+
+
+@pytest.mark.parametrize("text", ["中文回答", "123 456", "😀😀", "ǅ", ""])
+def test_text_without_cased_letters_is_neither_upper_nor_lower(text):
+    assert not check_rule(R(k.ALL_UPPER), text) and not check_rule(R(k.ALL_LOWER), text)
+
+
+def test_cased_letters_decide_beside_uncased_ones():
+    assert check_rule(R(k.ALL_UPPER), "中文 OK") and not check_rule(R(k.ALL_LOWER), "中文 OK")
+    assert check_rule(R(k.ALL_LOWER), "中文 ok") and not check_rule(R(k.ALL_UPPER), "中文 ok")
+    assert not check_rule(R(k.ALL_LOWER), "ǅ titlecase")  # a titlecase letter breaks both
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [("U.S. is a country.", 4), ("i.e. that one", 3), ("at 5 a.m. sharp", 4),
+     ("The U.S.A. won.", 3), ("e.g. this", 2), ("Hello.World. Again", 3), ("3.14 and 1,000", 3)],
+)
+def test_abbreviations_with_inner_dots_are_one_word(text, words):
+    assert count_words(text) == words
+
+
+def test_each_question_is_asked_about_a_keyword_of_its_own_answer():
+    qa = [("Q1?", "Sunlight, water and carbon dioxide."),
+          ("Q2?", "Rayleigh scattering of sunlight by molecules."),
+          ("Q3?", "Jupiter is the largest planet.")]
+    samples = generate_ifeval(seed=5, count=300, qa_pairs=qa)
+    keyword_rules = 0
+    for sample in samples:
+        own = [set(k.extract_keywords(answer)) for answer in sample.answers]
+        for index, rules in enumerate(question_rules(sample)):
+            for rule in rules:
+                if rule.kind in k.KEYWORD_KINDS:
+                    keyword_rules += 1
+                    assert rule.keyword in own[index], (sample.answers, rule)
+    assert keyword_rules > 100  # answers with no word in common still get keyword rules

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -15,7 +16,7 @@ from finetune.datasets.samples import (
     ReferenceSample,
     TextSample,
 )
-from finetune.errors import ConfigError, UnknownIdError
+from finetune.errors import ConfigError, EvalFailed, UnknownIdError
 from finetune.eval.ifeval_rules import count_satisfied
 from finetune.eval.loading import load_tokenizer
 from finetune.eval.methods import (
@@ -33,11 +34,13 @@ from finetune.eval.prompting import (
     chat_text,
     document_ids,
     encode,
+    prompt_context,
     prompt_ids,
     reference_ids,
     truncate_left,
 )
 from finetune.eval.requests import ChoiceResult, GenerationResult, LossResult
+from finetune.protocol import NEXT, REFERENCE_31
 
 
 @pytest.fixture(scope="module")
@@ -319,3 +322,106 @@ def test_samples_marked_drop_if_longer_are_dropped_not_cut(ctx, tokenizer):
     assert len(requests) == 2
     assert requests[0].token_ids[requests[0].score_from :] == tuple(encode(tokenizer, "a b"))
     assert len(requests[1].token_ids) == 64
+
+
+# --- protocol reference-3.1: the reference's tokenisation (goldens: tests/compat) -------------
+
+
+class Plain:
+    """A tokenizer with some attributes replaced (the shared fixture stays untouched)."""
+
+    def __init__(self, tokenizer, **replaced):
+        self._tokenizer, self._replaced = tokenizer, replaced
+
+    def __getattr__(self, name):
+        if name in self._replaced:
+            return self._replaced[name]
+        return getattr(self._tokenizer, name)
+
+    def __call__(self, *args, **kwargs):
+        return self._tokenizer(*args, **kwargs)
+
+
+@pytest.fixture
+def ref_ctx(tokenizer):
+    return prompt_context(tokenizer, 64, rules=REFERENCE_31.eval)
+
+
+def test_rules_decide_the_stop_ids_and_the_pad_id(tokenizer):
+    class Config:
+        eos_token_id = [tokenizer.eos_token_id, 7]
+        repetition_penalty = 1.3
+
+    ours = prompt_context(tokenizer, 64, rules=NEXT.eval, generation_config=Config())
+    ref = prompt_context(tokenizer, 64, rules=REFERENCE_31.eval, generation_config=Config())
+    assert ours.stop_ids == (tokenizer.eos_token_id, 7) and ref.stop_ids == (tokenizer.eos_token_id,)
+    assert ref.model_eos_ids == (tokenizer.eos_token_id, 7) and ref.model_repetition_penalty == 1.3
+    assert ref.pad_id == tokenizer.pad_token_id
+    no_pad = Plain(tokenizer, pad_token_id=None)
+    assert prompt_context(no_pad, 64, rules=REFERENCE_31.eval).pad_id == tokenizer.eos_token_id
+
+
+def test_reference_prompts_keep_no_room_and_if_eval_prompts_are_never_cut(ref_ctx, tokenizer):
+    long_question = "word " * 200 + "FINAL QUESTION?"
+    full = encode(tokenizer, chat_text(tokenizer, long_question))
+    assert prompt_ids(ref_ctx, long_question, reserve=20) == tuple(full[-64:])
+    assert prompt_ids(ref_ctx, long_question, reserve=200, cut=False) == tuple(full)
+    task = spec(Method.IF_EVAL, generation=GenerationSpec(max_new_tokens=200))
+    sample = IfEvalSample((long_question, "Short?"), (IfEvalRule(kind="all_lower"),))
+    first, _ = if_eval.build_requests([sample], task, ref_ctx)
+    assert len(first.prompt_ids) > 64
+    assert "The response must" not in tokenizer.decode(list(if_eval.build_requests(
+        [sample], task, prompt_context(tokenizer, 4096))[0].prompt_ids))  # ours: our wording
+    assert "All letters in the response must be lowercase." in tokenizer.decode(list(first.prompt_ids))
+
+
+def test_reference_loss_context_cut_alone_and_whole_reference_appended(ref_ctx, tokenizer):
+    reference = "apple banana cherry " * 30
+    ids, start = reference_ids(ref_ctx, "Sort: " + "cherry apple banana " * 50, reference)
+    assert start == 64 and ids[start:] == tuple(encode(tokenizer, reference, special=True))
+    assert len(ids) > 64  # nothing bounds the whole
+
+
+def test_reasoning_samples_are_encoded_with_special_tokens_and_never_dropped(ref_ctx, tokenizer):
+    long_ref = "one two three " * 100
+    samples = [ReferenceSample("q", long_ref, system="Think.", drop_if_longer=True)]
+    (request,) = reference_loss.build_requests(samples, ref_ctx)
+    text = chat_text(tokenizer, "q", system="Think.")
+    assert request.token_ids[: request.score_from] == tuple(encode(tokenizer, text, special=True))
+    assert len(request.token_ids) > 64
+
+
+def test_reference_rules_fail_the_model_where_the_reference_does(ref_ctx, tokenizer):
+    with pytest.raises(EvalFailed) as info:
+        reference_loss.build_requests([ReferenceSample("q", "")], ref_ctx)
+    assert info.value.reason == "empty_reference"
+    plain = Plain(tokenizer, chat_template=None)
+    with pytest.raises(EvalFailed) as info:
+        prompt_ids(prompt_context(plain, 64, rules=REFERENCE_31.eval), "q")
+    assert info.value.reason == "no_chat_template"
+    assert prompt_ids(prompt_context(plain, 64), "q")  # ours prompts a base model plainly
+
+
+def test_reference_documents_keep_their_end_and_are_padded(ref_ctx, tokenizer):
+    text = "the quick brown fox " * 100
+    ids = document_ids(ref_ctx, text)
+    assert ids == tuple(encode(tokenizer, text, special=True)[-64:])
+    short = document_ids(ref_ctx, "a dog")
+    body = encode(tokenizer, "a dog", special=True)
+    assert short == tuple(body) + (tokenizer.pad_token_id,) * (64 - len(body))
+    (request,) = text_loss.build_requests([TextSample("a dog")], ref_ctx)
+    assert request.score_from == 1 and len(request.token_ids) == 64  # padding is scored
+
+
+def test_reference_gate_continues_the_first_two_documents(ref_ctx):
+    task = spec(Method.TEXT_LOSS)
+    gate = [GenerationResult(tuple(range(20))), GenerationResult(tuple(range(50, 70)))]
+    engine = RecordingEngine(generations=gate, losses=[LossResult(64.0, 63)] * 3)
+    ctx = dataclasses.replace(ref_ctx, model_eos_ids=(2,), model_repetition_penalty=1.2)
+    samples = [TextSample("the cat sat"), TextSample("a dog ran far"), TextSample("x")]
+    assert text_loss.run(engine, samples, task, ctx) == pytest.approx(64 / 63)
+    first, second = engine.calls[0][1]
+    assert first.prompt_ids == document_ids(ctx, "the cat sat")
+    assert second.prompt_ids == document_ids(ctx, "a dog ran far")
+    assert first.suppress_ids == (2,) and first.repetition_penalty == 1.2 and first.stop_ids == ()
+    assert text_loss.run(RecordingEngine(), samples[:1], task, ctx) == math.inf

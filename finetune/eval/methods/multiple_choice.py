@@ -42,7 +42,8 @@ def first_choice(text: str, choices: Sequence[str]) -> str | None:
 def build_generation_requests(
     samples: Sequence[MultipleChoiceSample], spec: EvalTaskSpec, ctx: PromptContext
 ) -> list[GenerationRequest]:
-    """One greedy request per question, room left for the answer within the sequence length."""
+    """One greedy request per question (ours leaves room for the answer within the sequence
+    length; the reference's rules cut the prompt to the sequence length itself)."""
     generation = generation_of(spec)
     return [
         generation_request(

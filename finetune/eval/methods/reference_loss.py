@@ -17,16 +17,23 @@ logger = logging.getLogger(__name__)
 def build_requests(samples: Sequence[ReferenceSample], ctx: PromptContext) -> list[LossRequest]:
     """One loss request per sample, scoring only the reference tokens.
 
-    A sample marked `drop_if_longer` that does not fit the sequence length is left out; the
-    others are cut to fit (see `reference_ids`).
+    Ours: a sample marked `drop_if_longer` that does not fit the sequence length is left out;
+    the others are cut to fit. The reference cuts and drops nothing here (its loaders filter
+    by length). See `reference_ids`.
 
     Raises:
-        ValueError: a reference encodes to no tokens.
+        ValueError: ours, a reference encodes to no tokens.
+        EvalFailed: reference rules, a reference encodes to no tokens (the reference's handler
+            of that error itself fails, so the whole model fails).
     """
     requests = []
     dropped = 0
     for s in samples:
-        if s.drop_if_longer and not reference_fits(ctx, s.prompt, s.reference, system=s.system):
+        if (
+            s.drop_if_longer
+            and not ctx.reference
+            and not reference_fits(ctx, s.prompt, s.reference, system=s.system)
+        ):
             dropped += 1
             continue
         ids, score_from = reference_ids(ctx, s.prompt, s.reference, system=s.system)
