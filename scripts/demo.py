@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -19,8 +18,11 @@ for name, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MO
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (work/ is wiped)")
+    from finetune.validator.cli import FlagParser
+
+    parser = FlagParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("out/demo"), metavar="DIR",
+                        help="output folder (its work/ folder is wiped)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from finetune.demo import run_demo

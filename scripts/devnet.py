@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a local devnet chain in a SQLite file: create it, register neurons, advance, show.
 
-Point a validator or miner at it with ``--subtensor.network devnet:PATH``.
+Point the validator, the miner and the upload script at it with --chain devnet:PATH.
 
     python scripts/devnet.py init /tmp/devnet.db --block-time 2 --netuid 1
     python scripts/devnet.py register /tmp/devnet.db --generate vali --wallet.path /tmp/w --validator --stake 1000
@@ -30,50 +30,57 @@ from finetune.chain.devnet import (  # noqa: E402
 from finetune.chain.wallets import DEFAULT_WALLET_PATH, create_dev_wallet, load_wallet  # noqa: E402
 from finetune.errors import FinetuneError  # noqa: E402
 from finetune.text import printable  # noqa: E402
+from finetune.validator.cli import FlagParser  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = FlagParser(description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=FlagParser)
 
-    init = sub.add_parser("init", help="create a devnet file")
-    init.add_argument("path", type=Path)
-    init.add_argument("--block-time", type=float, default=12.0, help="seconds per block")
-    init.add_argument("--netuid", type=int, default=1)
+    init = sub.add_parser("init", help="create a devnet file", description="Create a devnet file.")
+    init.add_argument("path", type=Path, help="the devnet file to create (it must not exist)")
+    init.add_argument("--block-time", type=float, default=12.0, metavar="SECONDS",
+                      help="seconds per block; blocks advance with wall-clock time")
+    init.add_argument("--netuid", type=int, default=1, metavar="N", help="the subnet uid")
     init.add_argument(
         "--commit-rate-limit",
         type=int,
         default=DEFAULT_COMMIT_RATE_LIMIT,
+        metavar="BLOCKS",
         help="blocks between two commitments of one hotkey",
     )
     init.add_argument(
         "--weights-rate-limit",
         type=int,
         default=DEFAULT_WEIGHTS_RATE_LIMIT,
+        metavar="BLOCKS",
         help="blocks between two weight settings of one validator",
     )
 
-    reg = sub.add_parser("register", help="register a hotkey")
-    reg.add_argument("path", type=Path)
+    reg = sub.add_parser("register", help="register a hotkey", description="Register a hotkey on the devnet.")
+    reg.add_argument("path", type=Path, help="the devnet file")
     who = reg.add_mutually_exclusive_group(required=True)
-    who.add_argument("--hotkey", help="hotkey ss58 address")
-    who.add_argument("--wallet.name", dest="wallet_name", help="existing wallet name")
+    who.add_argument("--hotkey", metavar="SS58", help="hotkey ss58 address")
+    who.add_argument("--wallet.name", dest="wallet_name", metavar="NAME", help="existing wallet name")
     who.add_argument(
         "--generate", metavar="NAME", help="create an UNENCRYPTED wallet NAME and register it"
     )
-    reg.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default")
-    reg.add_argument("--wallet.path", dest="wallet_path", default=DEFAULT_WALLET_PATH)
-    reg.add_argument("--stake", type=float, default=0.0, help="stake, in alpha")
+    reg.add_argument("--wallet.hotkey", dest="wallet_hotkey", default="default", metavar="NAME",
+                     help="hotkey name inside the wallet")
+    reg.add_argument("--wallet.path", dest="wallet_path", default=DEFAULT_WALLET_PATH, metavar="PATH",
+                     help="folder holding the wallets")
+    reg.add_argument("--stake", type=float, default=0.0, metavar="ALPHA", help="stake, in alpha")
     reg.add_argument("--validator", action="store_true", help="give it a validator permit")
 
-    adv = sub.add_parser("advance", help="move the chain forward N blocks")
-    adv.add_argument("path", type=Path)
-    adv.add_argument("blocks", type=int)
+    adv = sub.add_parser("advance", help="move the chain forward N blocks",
+                         description="Move the devnet forward N blocks at once.")
+    adv.add_argument("path", type=Path, help="the devnet file")
+    adv.add_argument("blocks", type=int, help="how many blocks")
 
-    show = sub.add_parser("show", help="print neurons, commitments and recent weights")
-    show.add_argument("path", type=Path)
+    show = sub.add_parser("show", help="print neurons, commitments and recent weights",
+                          description="Print the neurons, commitments and recent weights.")
+    show.add_argument("path", type=Path, help="the devnet file")
     return parser
 
 

@@ -2,7 +2,8 @@
 """Score a local model directory on a competition, exactly as a validator would.
 
 Exit codes: 0 scored; 1 the model breaks the competition's constraints (scored anyway with
---no-constraints); 2 bad input (missing directory, not a causal LM, unknown competition).
+--no-constraints); 2 bad input: a bad flag value, a missing directory or config.json, not a
+causal LM, an unknown competition (one line on stderr says which).
 """
 
 from __future__ import annotations
@@ -21,24 +22,62 @@ from finetune.datasets import DataConfig  # noqa: E402
 from finetune.errors import FinetuneError  # noqa: E402
 from finetune.eval import ModelEvaluation, evaluate_model, prepare_task_data  # noqa: E402
 from finetune.storage import RevisionInfo, model_dir_violations  # noqa: E402
+from finetune.validator.cli import FlagParser  # noqa: E402
+from finetune.validator.settings import check_device  # noqa: E402
+
+
+def _count(text: str) -> int:
+    """A flag value that must be a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number (got {text})") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {text})")
+    return value
+
+
+def _device(text: str) -> str:
+    """A torch device this machine has; ``auto`` is cuda when usable, else cpu."""
+    try:
+        device = check_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (got {text})") from None
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, type=Path, help="local model directory")
-    parser.add_argument("--competition", required=True, help="competition name or id")
+    parser = FlagParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[1])
+    parser.add_argument("--model", required=True, type=Path, metavar="DIR", help="local model directory")
+    parser.add_argument("--competition", required=True, metavar="NAME", help="competition name or id")
     parser.add_argument("--offline", action="store_true", help="use local/bundled data only")
-    parser.add_argument("--data-dir", type=Path, help="folder of local <dataset>.jsonl files")
-    parser.add_argument("--seed", type=int, default=0, help="round seed for the eval data")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
-    parser.add_argument("--batch-tokens", type=int, default=8192, help="tokens per batch")
-    parser.add_argument("--samples", type=int, help="samples per task instead of the task's count")
+    parser.add_argument("--data-dir", type=Path, metavar="DIR", help="folder of local <dataset>.jsonl files")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="round seed for the eval data")
+    parser.add_argument("--device", type=_device, default="cpu", help="auto (cuda if usable, else cpu), cpu, cuda or cuda:N")
+    parser.add_argument("--batch-tokens", type=_count, default=8192, metavar="N", help="token budget of one batch")
+    parser.add_argument("--eval-samples", type=_count, metavar="N",
+                        help="at most N samples per task, as the validator's --eval-samples "
+                        "(default: each task's own count)")
+    for alias in ("--samples", "--max-samples"):  # the names other tools used: kept, not shown
+        parser.add_argument(alias, dest="eval_samples", type=_count, help=argparse.SUPPRESS)
     parser.add_argument(
         "--no-constraints", action="store_true", help="score even if constraints are broken"
     )
-    parser.add_argument("--json", type=Path, help="write the results to this JSON file")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the results to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser.parse_args(argv)
+
+
+def _check_model_dir(model_dir: Path) -> None:
+    """Bad input (exit 2) rather than a broken constraint: there is no model here at all."""
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir}: config.json is missing (is this a model directory?)")
 
 
 def _violations(model_dir: Path, constraints: ModelConstraints) -> list[str]:
@@ -76,7 +115,11 @@ def _print_table(evaluation: ModelEvaluation) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
+    """Check, then score. Returns the exit code (see the module docstring)."""
+    try:
+        args = _parse(argv)
+    except SystemExit as exit_:  # --help (0), or a bad flag, already printed on one line (2)
+        return int(exit_.code or 0)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.no_progress:
         from transformers.utils import logging as transformers_logging
@@ -84,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         transformers_logging.disable_progress_bar()
     try:
         competition = competitions.get_competition(args.competition)
-        if not args.model.is_dir():
-            raise FileNotFoundError(f"model directory {args.model} does not exist")
+        _check_model_dir(args.model)
         violations = _violations(args.model, competition.constraints)
         for violation in violations:
             print(f"constraint violated: {violation}", file=sys.stderr)
@@ -93,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             print("the model breaks the competition's constraints (use --no-constraints to "
                   "score it anyway)", file=sys.stderr)
             return 1
-        counts = {t.name: args.samples for t in competition.tasks} if args.samples else None
+        # As a validator's --eval-samples: a cap, never more than the task's own count.
+        counts = ({t.name: min(t.samples, args.eval_samples) for t in competition.tasks}
+                  if args.eval_samples else None)
         data = prepare_task_data(
             competition,
             seed=args.seed,

@@ -17,41 +17,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from finetune.errors import FinetuneError  # noqa: E402
 from finetune.mining.merge import OUTPUT_DTYPES, known_methods, merge_models  # noqa: E402
+from finetune.validator.cli import FlagParser  # noqa: E402
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = FlagParser(description=__doc__)
+    parser.add_argument(
+        "--method", required=True, metavar="NAME", help=f"merge method: {', '.join(known_methods())}"
     )
     parser.add_argument(
-        "--method", required=True, help=f"merge method: {', '.join(known_methods())}"
+        "--base", type=Path, metavar="DIR", help="base model directory (needed by task_arithmetic, ties, dare)"
     )
     parser.add_argument(
-        "--base", type=Path, help="base model directory (needed by task_arithmetic, ties, dare)"
+        "--model", type=Path, action="append", required=True, metavar="DIR", help="model directory; repeat"
     )
     parser.add_argument(
-        "--model", type=Path, action="append", required=True, help="model directory; repeat"
+        "--weight", type=float, action="append", metavar="W", help="one weight per --model, in order"
     )
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory (must be empty)")
     parser.add_argument(
-        "--weight", type=float, action="append", help="one weight per --model, in order"
+        "--density", type=float, default=0.5, metavar="X", help="fraction kept by ties/dare, in (0, 1]"
     )
-    parser.add_argument("--out", type=Path, required=True, help="output directory (must be empty)")
+    parser.add_argument("--lambda", dest="lam", type=float, default=1.0, metavar="X", help="task-vector scale")
     parser.add_argument(
-        "--density", type=float, default=0.5, help="fraction kept by ties/dare, in (0, 1]"
+        "--t", dest="slerp_t", type=float, default=0.5, metavar="X", help="slerp position in [0, 1]"
     )
-    parser.add_argument("--lambda", dest="lam", type=float, default=1.0, help="task-vector scale")
-    parser.add_argument(
-        "--t", dest="slerp_t", type=float, default=0.5, help="slerp position in [0, 1]"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="dare drop-mask seed")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="dare drop-mask seed")
     parser.add_argument(
         "--dtype", default="float32", choices=sorted(OUTPUT_DTYPES), help="output dtype"
     )
     parser.add_argument(
-        "--tokenizer-from", type=Path, help="copy the tokenizer from this directory"
+        "--tokenizer-from", type=Path, metavar="DIR", help="copy the tokenizer from this directory"
     )
     parser.add_argument(
-        "--max-shard-gb", type=float, default=2.0, help="output shard size limit, GiB"
+        "--max-shard-gb", type=float, default=2.0, metavar="GB", help="output shard size limit, GiB"
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace weights in a non-empty --out"

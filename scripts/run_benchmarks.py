@@ -32,6 +32,7 @@ from finetune.eval.benchmark import Call, Workload, bench_workload, build_worklo
 from finetune.eval.engine import BatchedEngine  # noqa: E402
 from finetune.eval.naive import NaiveEngine  # noqa: E402
 from finetune.eval.requests import LossRequest  # noqa: E402
+from finetune.validator.cli import FlagParser  # noqa: E402
 
 logger = logging.getLogger("run_benchmarks")
 
@@ -94,21 +95,24 @@ def bench_long(device: torch.device, dtype: torch.dtype, seq_len: int, tmp: Path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = FlagParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few samples per task")
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="torch device")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model dtype")
     parser.add_argument("--model", default="tiny", help="tiny, qwen2-0.5b or a model directory")
-    parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--samples", type=int, help="samples per task (default by mode)")
-    parser.add_argument("--seq-len", type=int, default=512, help="competition sequence length")
-    parser.add_argument("--batch-tokens", type=int, help="engine token budget per batch")
-    parser.add_argument("--methods", help="comma-separated subset of the methods")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of loss/choice work")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the results here")
+    parser.add_argument("--eval-samples", dest="samples", type=int, metavar="N",
+                        help="samples per task (default: 12 with --quick, else 48)")
+    parser.add_argument("--samples", dest="samples", type=int, help=argparse.SUPPRESS)  # its old name
+    parser.add_argument("--seq-len", type=int, default=512, metavar="N", help="competition sequence length")
+    parser.add_argument("--batch-tokens", type=int, metavar="N",
+                        help="engine token budget per batch (default: 4096 on cpu, 65536 on cuda)")
+    parser.add_argument("--methods", help="comma-separated subset of the methods (default: all)")
+    parser.add_argument("--repeats", type=int, default=3, metavar="N", help="timed runs of loss/choice work")
     parser.add_argument("--long", action="store_true", help="also run the long-sample memory test")
-    parser.add_argument("--long-seq", type=int, default=16384, help="long-sample length")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sample draw")
+    parser.add_argument("--long-seq", type=int, default=16384, metavar="N", help="long-sample length")
+    parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the sample draw")
     return parser.parse_args(argv)
 
 

@@ -27,19 +27,22 @@ class ChainSettings(BaseSettings):
         env_nested_delimiter="__",
         cli_kebab_case=True,
         cli_implicit_flags=True,
+        # --help without pydantic's clutter: no `{int,null}` types, no `--wallet JSON` flag.
+        cli_hide_none_type=True,
+        cli_avoid_json=True,
     )
 
     wallet: WalletSettings = WalletSettings()
-    chain: str = Field("finney", description="finney | test | local | ws://HOST:PORT | devnet:PATH")
+    chain: str = Field("finney", description="finney, test, local, ws://HOST:PORT, wss://HOST:PORT or devnet:PATH")
     netuid: int = Field(37, description="subnet uid")
     chain_timeout_s: float = Field(60, description="deadline of every chain call")
-    hub: str = Field("hf", description="model store: hf | dir:PATH")
-    schedule: str = Field("mainnet", description="competition schedule: mainnet | local")
-    log_level: str = Field("INFO", description="logging level")
+    hub: str = Field("hf", description="model store: hf (Hugging Face) or dir:PATH (a local folder store)")
+    schedule: str = Field("mainnet", description="competition schedule: mainnet or local")
+    log_level: str = Field("INFO", description="logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
 
 class UploadSettings(ChainSettings):
-    """``scripts/upload_model.py``: push a model and commit it on chain."""
+    """Push a model to the model store, then commit it on chain under your hotkey (docs/miner.md)."""
 
     model_config = SettingsConfigDict(cli_prog_name="scripts/upload_model.py")
 
@@ -49,7 +52,7 @@ class UploadSettings(ChainSettings):
 
 
 class MinerSettings(ChainSettings):
-    """``neurons/miner.py``: fine-tune a model for a competition, optionally upload it."""
+    """Fine-tune a model for a competition, score it like a validator, upload it if it wins."""
 
     model_config = SettingsConfigDict(cli_prog_name="neurons/miner.py")
 
@@ -73,25 +76,25 @@ class MinerSettings(ChainSettings):
     epochs: float = Field(1.0, description="passes over the data (when --max-steps is unset)")
     lr: float = Field(2e-5, description="peak learning rate (cosine decay, linear warm-up)")
     warmup: float = Field(0.03, description="warm-up: fraction of the steps (<1) or a step count")
-    batch_size: int = Field(4, description="sequences per device per step")
-    grad_accum: int = Field(1, description="gradient accumulation steps")
+    batch_size: int = Field(4, ge=1, description="sequences per device per step")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory")
     lora: bool = Field(False, description="train LoRA adapters; merged into the weights at the end")
     lora_r: int = Field(16, description="LoRA rank")
     lora_alpha: int = Field(32, description="LoRA alpha")
     eval_every: int = Field(200, description="score with the validator's code every N steps (0: only at the end)")
-    eval_samples: int | None = Field(None, description="samples per eval task (default: the task's own count)")
+    eval_samples: int | None = Field(None, ge=1, description="samples per eval task (default: the task's own count)")
     eval_seed: int = Field(0, description="seed of the local eval data (training data uses another)")
     save_every: int = Field(500, description="checkpoint every N steps (for --resume)")
     resume: bool = Field(False, description="resume from the last checkpoint in --out")
-    device: str = Field("auto", description="cuda | cpu | auto")
-    batch_tokens: int = Field(8192, description="token budget of one eval batch")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto, cpu, cuda or cuda:N")
+    batch_tokens: int = Field(8192, ge=1, description="token budget of one eval batch")
     offline: bool = Field(False, description="eval and task data from local/bundled files only")
     data_dir: Path | None = Field(None, description="local eval data files overriding remote sources")
     seed: int = Field(42, description="training seed (data order, LoRA init)")
     upload_if_better: bool = Field(False, description="upload out/best when it beats the chain's best")
     repo: str | None = Field(None, description="Hub repo id for --upload-if-better")
-    max_candidates: int = Field(3, description="chain models scored for --upload-if-better")
+    max_candidates: int = Field(3, ge=1, description="chain models scored for --upload-if-better")
 
 
 def parse_settings(cls: type[S], argv: list[str] | None = None) -> S:

@@ -27,7 +27,7 @@ def _sink(settings: ValidatorSettings) -> MetricsSink:
     try:
         return WandbSink(project=settings.wandb.project, entity=settings.wandb.entity, mode=settings.wandb.mode,
                          config=settings.model_dump(mode="json"),
-                         dir=settings.state_path.expanduser().parent / "wandb",
+                         dir=settings.state_path.parent / "wandb",
                          rounds_per_run=settings.wandb.rounds_per_run)
     except ImportError as exc:
         raise ConfigError(str(exc)) from exc
@@ -43,24 +43,27 @@ def build_validator(settings: ValidatorSettings, *, console: Console | None = No
     weights_chain = (open_chain(settings.weights_chain or settings.chain, netuid=settings.netuid,
                                 timeout_s=settings.chain_timeout_s))
     store = open_store(settings.hub)
-    cache = ModelCache(settings.model_dir.expanduser(), min_free_bytes=int(settings.min_free_gb * 1024**3),
-                       grace_period_s=settings.cleanup_grace_s)
+    cache = ModelCache(settings.model_dir, min_free_bytes=int(settings.min_free_gb * 1024**3),
+                       grace_period_s=settings.cleanup_grace_s,
+                       download_min_rate_bytes_s=settings.download_min_rate_mib_s * 1024**2)
     schedule = competitions.get_schedule(settings.schedule)
     data = DataConfig(offline=settings.offline, data_dir=settings.data_dir)
     intervals = settings.intervals
     config = LoopConfig(
-        state_path=settings.state_path.expanduser(), device=settings.resolved_device(),
+        state_path=settings.state_path, device=settings.resolved_device(),
         batch_tokens=settings.batch_tokens, model_deadline_s=settings.model_deadline_s,
         worker_memory_bytes=settings.worker_memory_bytes(),
-        max_samples=settings.max_samples, set_weights=not settings.offline, max_rounds=settings.max_rounds,
+        max_samples=settings.eval_samples, set_weights=settings.sets_weights, max_rounds=settings.max_rounds,
         heartbeat_path=settings.heartbeat_path, metagraph_sync_s=intervals.metagraph_sync_s,
         uid_check_s=intervals.uid_check_s, weights_s=intervals.weights_s, cleanup_s=intervals.cleanup_s,
         idle_s=intervals.idle_s,
         # A devnet starts at block 0; mainnet windows count from the subnet's registration.
         genesis_block=0 if settings.chain.startswith("devnet:") else constants.SUBNET_GENESIS_BLOCK,
-        data=data,
+        data=data, log_format=settings.log_format, tokenizer_dir=settings.tokenizer_dir,
+        status_port=settings.status.port, status_host=settings.status.host,
     )
-    wallet = None if settings.offline and settings.chain.startswith("devnet:") else settings.wallet.load()
+    # Only weight setting signs anything: --offline and --dont-set-weights run without a wallet.
+    wallet = settings.wallet.load() if settings.sets_weights else None
     return Validator(config=config, chain=chain, weights_chain=weights_chain, schedule=schedule,
                      fetcher=StoreFetcher(store, cache), wallet=wallet,
                      cleanup=lambda keep: cache.cleanup(keep), sink=_sink(settings), console=console)

@@ -95,3 +95,48 @@ def test_not_a_causal_lm_is_exit_2(script, capsys, tmp_path, use_competition):
     code, out, err = run(script, capsys, "--model", tmp_path / "vit", "--competition", "X",
                          "--offline", "--samples", 2, "--no-constraints")
     assert code == 2 and "not a causal language model" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (("--batch-tokens", "0"), "error: --batch-tokens: must be at least 1 (got 0)"),
+        (("--batch-tokens", "many"), "error: --batch-tokens: must be a whole number (got many)"),
+        (("--eval-samples", "0"), "error: --eval-samples: must be at least 1 (got 0)"),
+        (("--samples", "0"), "error: --samples: must be at least 1 (got 0)"),
+        (("--device", "gpu"), "error: --device: must be auto, cpu, cuda or cuda:N (got gpu)"),
+        (("--batch-token", "8"), "error: unknown flag --batch-token; did you mean --batch-tokens?"),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(script, capsys, tiny_model_dir, args, line):
+    code, out, err = run(script, capsys, "--model", tiny_model_dir, "--competition", "LOCAL_INSTRUCT", *args)
+    assert code == 2 and err.strip().splitlines() == [line]
+
+
+def test_cuda_without_cuda_is_one_line_and_exit_2(script, capsys, tiny_model_dir, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, out, err = run(script, capsys, "--model", tiny_model_dir, "--competition", "LOCAL_INSTRUCT",
+                         "--device", "cuda")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: --device: no usable CUDA device on this machine")
+
+
+def test_an_empty_directory_says_config_json_is_missing(script, capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, out, err = run(script, capsys, "--model", tmp_path / "empty", "--competition", "LOCAL_INSTRUCT")
+    assert code == 2
+    assert err.strip().splitlines() == [f"error: {tmp_path / 'empty'}: config.json is missing (is this a "
+                                        "model directory?)"]
+    assert "does not parse" not in err
+
+
+def test_eval_samples_caps_each_task_like_the_validator(script, capsys, tiny_model_dir, tmp_path,
+                                                       use_competition):
+    use_competition(cheap_competition())
+    out_json = tmp_path / "r.json"
+    code, out, err = run(script, capsys, "--model", tiny_model_dir, "--competition", "X", "--offline",
+                         "--eval-samples", 3, "--json", out_json)
+    assert code == 0, err
+    assert {s["samples"] for s in json.loads(out_json.read_text())["tasks"].values()} == {3}

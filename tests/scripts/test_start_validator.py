@@ -135,3 +135,78 @@ def test_sigterm_to_the_supervisor_stops_the_validator(tmp_path):
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
+
+
+def test_backoff_doubles_up_to_its_cap_and_resets_after_a_healthy_run():
+    backoff = start_validator.Backoff(first_s=5, max_s=60, healthy_s=600)
+    assert [backoff.delay(ran_s=1) for _ in range(6)] == [5, 10, 20, 40, 60, 60]
+    assert backoff.delay(ran_s=600) == 5  # a healthy run ends the row of crashes
+    assert backoff.delay(ran_s=2) == 10
+
+
+def _options(tmp_path, command, **changes):
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        time.sleep(0.2 if seconds <= 1 else 0)  # the loop's own tick: let the child exit; no real back-off
+
+    fields = dict(
+        repo=tmp_path, remote="origin", branch="main", command=command, heartbeat=tmp_path / "beat",
+        update_interval_s=3600, health_timeout_s=5, heartbeat_max_age_s=5, python=sys.executable,
+        reinstall=False, supervisor="own", max_cycles=40, sleep=sleep,
+        backoff=start_validator.Backoff(first_s=5, max_s=30, healthy_s=600),
+    )
+    options = start_validator.Options(**{**fields, **changes})
+    return options, sleeps
+
+
+BAD_SETTING = """
+import sys
+print("loading settings", file=sys.stderr)
+print("error: --batch-tokens: must be at least 1 (got -1)", file=sys.stderr)
+sys.exit(2)
+"""
+
+
+def test_a_validator_that_exits_2_is_not_restarted(tmp_path, caplog):
+    (tmp_path / "bad.py").write_text(BAD_SETTING)
+    options, sleeps = _options(tmp_path, [sys.executable, str(tmp_path / "bad.py")])
+    with caplog.at_level("INFO", logger="start_validator"):
+        assert start_validator.run(options) == 2
+    assert [s for s in sleeps if s > 1] == []  # no restart was even scheduled
+    assert sum("starting:" in r.getMessage() for r in caplog.records) == 1
+    [stopped] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "not restarting" in stopped
+    assert stopped.endswith("error: --batch-tokens: must be at least 1 (got -1)")
+
+
+def test_crashes_are_restarted_with_growing_delays(tmp_path, caplog):
+    options, sleeps = _options(tmp_path, [sys.executable, "-S", "-c", "import sys; sys.exit(1)"], max_cycles=14)
+    with caplog.at_level("INFO", logger="start_validator"):
+        assert start_validator.run(options) == 0
+    delays = [s for s in sleeps if s > 1]
+    assert len(delays) >= 4
+    assert delays[:5] == [5, 10, 20, 30, 30][: len(delays[:5])]
+    assert any("exited with code 1" in r.getMessage() for r in caplog.records)
+
+
+def test_help_shows_every_flag_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        start_validator.parse(["--help"])
+    assert exit_.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # unwrap
+    for flag, default in [("--remote", "origin"), ("--branch", "main"), ("--update-interval-s", "900"),
+                          ("--health-timeout-s", "600"), ("--heartbeat", "~/.finetune/validator/heartbeat"),
+                          ("--heartbeat-max-age-s", "600"), ("--restart-delay-s", "5"),
+                          ("--restart-delay-max-s", "300"), ("--healthy-after-s", "600"), ("--supervisor", "auto")]:
+        help_of_flag = out.split(f" {flag} ")[-1].split(" --")[0]  # its usage metavar, help and default
+        assert help_of_flag.endswith(f"(default: {default})"), flag
+    assert "--no-reinstall skip pip install" in out
+
+
+def test_a_bad_supervisor_flag_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        start_validator.parse(["--restart-delay-s", "0"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "error: --restart-delay-s: must be greater than 0 (got 0)\n"
