@@ -49,7 +49,8 @@ class ChildOutcome:
     Attributes:
         status: ``ok`` (value holds the job's return), ``error`` (the job raised: reason and
             detail say what), ``timeout``, ``out_of_memory``, ``crashed`` (died without an
-            answer: signal, abort() in native code) or ``aborted`` (shutdown requested).
+            answer: signal, abort() in native code), ``aborted`` (shutdown requested) or
+            ``unavailable`` (no child could be started: this machine's problem, not the job's).
         value: the job's return value when ``ok``.
         reason: for ``error``, the exception's `reason` attribute or its class name.
         detail: one escaped, bounded line for the record.
@@ -178,7 +179,7 @@ def run_in_child(
     except OSError as exc:  # no memory or file handles left for a fork
         sender.close()
         receiver.close()
-        return ChildOutcome("crashed", detail=printable(f"child did not start: {exc}"))
+        return ChildOutcome("unavailable", detail=printable(f"child did not start: {exc}"))
     sender.close()  # the child holds the only writer now, so a dead child means EOF here
     peak = 0
     message = None

@@ -22,6 +22,7 @@ from finetune.chain import ChainClient, MetagraphSnapshot
 from finetune.competition import Competition, Schedule, ScheduleEntry
 from finetune.datasets import DataConfig
 from finetune.errors import ChainError, FinetuneError
+from finetune.protocol import ScoringProtocol
 from finetune.scoring import fallback_seed, sync_window_start, window_seed
 from finetune.validator import report
 from finetune.validator.metrics import MetricsSink, NullSink
@@ -58,6 +59,9 @@ class LoopConfig:
     weights_s: float = constants.WEIGHTS_INTERVAL_S
     weights_retry_s: float = constants.WEIGHTS_RETRY_S
     log_format: str = "auto"  # round reports: auto (table on a terminal, lines off one) | table | text | json
+    tokenizer_dir: Path | None = None  # where fixed tokenizers (Xenova/gpt-4) are cached
+    status_port: int | None = None  # serve the read-only status page on 127.0.0.1:PORT
+    status_host: str = "127.0.0.1"
     cleanup_s: float = constants.MODEL_CLEANUP_INTERVAL_S
     idle_s: float = 30
     genesis_block: int = constants.SUBNET_GENESIS_BLOCK
@@ -202,8 +206,10 @@ class Validator:
             logger.warning("block hash of %d unavailable (%s); using fallback seed %d", window_block, exc, seed)
             return seed
 
-    def _evaluate_model(self, model: TrackedModel, competition: Competition, task_data) -> WorkerOutcome:
-        options = {"device": self.config.device, "batch_tokens": self.config.batch_tokens}
+    def _evaluate_model(self, model: TrackedModel, competition: Competition, task_data,
+                        protocol: ScoringProtocol) -> WorkerOutcome:
+        options = {"device": self.config.device, "batch_tokens": self.config.batch_tokens,
+                   "rules": protocol.eval, "tokenizer_dir": self.config.tokenizer_dir}
         try:
             # A model in a round must outlive the cleanup thread's grace period, even when
             # its miner has since committed a newer revision (which prunes the older ones).
@@ -238,8 +244,8 @@ class Validator:
             return None
         plan = replace(plan, seed=self._seed(window))  # read the chain only when there is work
         task_data = load_round_data(plan, self.config.data)
-        result = execute_round(plan, self.state, lambda m, data: self._evaluate_model(m, competition, data),
-                               task_data)
+        result = execute_round(
+            plan, self.state, lambda m, data: self._evaluate_model(m, competition, data, entry.protocol), task_data)
         if self.stop_event.is_set():
             logger.info("shutdown during round of %s: round abandoned, state untouched", competition.name)
             return None
@@ -402,6 +408,7 @@ class Validator:
         with self._guard:
             self._updater_view = dict(self.state.models)
         threads = start_background_threads(self)
+        status_server = self._start_status_server()
         try:
             while not self.stop_event.is_set():
                 self.apply_updates()
@@ -422,9 +429,28 @@ class Validator:
         finally:
             self.stop_event.set()
             save_state(self.state, self.config.state_path)
+            if status_server is not None:
+                status_server.close()
             for thread in threads:
                 thread.join(timeout=5)
         return 0
+
+    def _start_status_server(self):
+        """The read-only status page (`--status.port`); it reads the saved state file, never
+        the live state, so it needs no lock and cannot disturb a round."""
+        if self.config.status_port is None:
+            return None
+        from finetune.validator.status import read_state
+        from finetune.validator.status_http import start_status_server
+
+        try:
+            server = start_status_server(lambda: read_state(self.config.state_path),
+                                         host=self.config.status_host, port=self.config.status_port)
+        except OSError as exc:  # the port is taken: the validator runs on without its page
+            logger.error("status page not started on %s:%d: %s", self.config.status_host, self.config.status_port, exc)
+            return None
+        logger.info("status page at %s", server.url)
+        return server
 
     def _weights_version_accepted(self, ours: int) -> bool:
         """Refuse to run when the subnet requires a newer weights version than ours: every

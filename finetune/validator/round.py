@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from constants import EMA_ALPHA, EVAL_HISTORY_LENGTH, KEEP_TOP_MODELS, WEIGHT_THRESHOLD
 from finetune.competition import Aggregation, Competition, ScheduleEntry
 from finetune.datasets import DataConfig
+from finetune.errors import DataUnavailable
 from finetune.eval import TaskData, prepare_task_data
 from finetune.protocol import NEXT, ScoringProtocol, WeightRules
 from finetune.scoring import (
@@ -102,6 +103,7 @@ class RoundResult:
     ema: dict[str, float]
     dropped_tasks: dict[str, str]
     winner: str = ""  # hotkey of the round's winner (first at the best win rate), "" if none
+    deferred: tuple[str, ...] = ()  # not scored for the validator's own failure: pending again
 
     def by_hotkey(self) -> dict[str, ModelRoundResult]:
         return {m.hotkey: m for m in self.models}
@@ -196,6 +198,9 @@ def _rank(plan: RoundPlan, outcomes: dict[str, WorkerOutcome], models: dict[str,
 
 
 NOT_COMPETITIVE = "not_competitive: cannot beat an earlier model even once its advantage has decayed"
+# Failures that are the validator's own (no worker process could start): such a model is not
+# part of the round at all, nothing is recorded against it, and it is evaluated next round.
+VALIDATOR_FAILURES = frozenset({"worker_unavailable"})
 
 
 def _smooth(plan: RoundPlan, previous: Mapping[str, float], step: Mapping[str, float]) -> dict[str, float]:
@@ -229,6 +234,10 @@ def execute_round(
         if not outcomes[hotkey].ok:
             logger.info("uid %d failed: %s %s", model.uid, printable(outcomes[hotkey].reason, 40),
                         printable(outcomes[hotkey].detail))
+    deferred = tuple(h for h, o in outcomes.items() if o.reason in VALIDATOR_FAILURES)
+    for hotkey in deferred:
+        logger.warning("uid %d not scored this round (the validator's failure: %s); it stays pending",
+                       models[hotkey].uid, outcomes.pop(hotkey).detail)
     dropped = dict(task_data.dropped)
     scores, win_rate, failed = _rank(plan, outcomes, models, dropped)
     rules = plan.protocol.weights
@@ -236,7 +245,7 @@ def execute_round(
     winner = max(win_rate, key=win_rate.get) if win_rate else ""
     ema = _smooth(plan, state.competition(competition.id).ema, step)
     results = []
-    for hotkey in plan.hotkeys:
+    for hotkey in (h for h in plan.hotkeys if h in outcomes):
         outcome, model = outcomes[hotkey], models[hotkey]
         raws = {n: v["raw"] for n, v in outcome.tasks.items()}
         normalised = normalised_scores(raws, competition.tasks, dropped)
@@ -251,13 +260,28 @@ def execute_round(
     return RoundResult(
         competition_id=competition.id, competition_name=competition.name, window_block=plan.window_block,
         seed=plan.seed, block_now=plan.block_now, models=tuple(results), step_weights=step, ema=ema,
-        dropped_tasks=dropped, winner=winner,
+        dropped_tasks=dropped, winner=winner, deferred=deferred,
     )
 
 
 def load_round_data(plan: RoundPlan, data_config: DataConfig) -> TaskData:
-    """The round's samples, the same for every model (and every validator: seeded)."""
-    return prepare_task_data(plan.competition, seed=plan.seed, config=data_config, sample_counts=plan.sample_counts)
+    """The round's samples, the same for every model (and every validator: seeded).
+
+    Raises:
+        DataUnavailable: no task has data (the round is not run, and nothing is recorded
+            against any miner), or, under the reference's draws, a task's data failed with an HTTP error
+            other than a rate limit; the reference abandons the whole round then (and tries
+            again at its next step), so a validator that agrees with it must too.
+    """
+    data = prepare_task_data(plan.competition, seed=plan.seed, config=data_config,
+                             sample_counts=plan.sample_counts, rules=plan.protocol.data)
+    if plan.protocol.data.draws == "reference":
+        failed = {name: why for name, why in data.dropped.items() if why.startswith("http_error")}
+        if failed:
+            raise DataUnavailable(f"round abandoned as the reference does: {failed}", reason="http_error")
+    if not data.samples:  # the validator's data problem: scoring nobody, recording nothing
+        raise DataUnavailable(f"no task of {plan.competition.name} has data this round: {dict(data.dropped)}")
+    return data
 
 
 def _retries(state: ValidatorState, plan: RoundPlan, result: RoundResult, keep: set[str]) -> list[str]:
@@ -323,7 +347,7 @@ def apply_round(
     weights = subnet_weights(state, entry, uids=plan.uids, size=plan.metagraph_size) if entry else None
     keep = _keep(plan, state, result, comp.ema)
     comp.keep = keep
-    comp.pending = _retries(state, plan, result, set(keep))
+    comp.pending = [*_retries(state, plan, result, set(keep)), *(h for h in result.deferred if h not in keep)]
     comp.last_window = plan.window_block
     comp.rounds.append(RoundSummary(
         window_block=plan.window_block, block=plan.block_now, seed=plan.seed, finished_at=time.time(),

@@ -122,8 +122,8 @@ def check_neuron(
         return _tracked(neuron, status="rejected", reason=exc.reason, detail=str(exc), **base)
     except RepoNotFound as exc:
         return _tracked(neuron, status="rejected", reason="repo_not_found", detail=str(exc), **base)
-    except DiskFull as exc:
-        return _tracked(neuron, status="rejected", reason="disk_low", detail=str(exc), **base)
+    except DiskFull as exc:  # the validator's disk, not the miner's model: it waits, it is not rejected
+        return _tracked(neuron, status="pending", reason="disk_low", detail=str(exc), **base)
     except (StorageError, OSError) as exc:
         # A download cut off by its deadline or short of its listed bytes keeps its own reason
         # (both retried); a listing the bytes break is a ModelRejected above, never retried.

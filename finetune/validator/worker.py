@@ -66,6 +66,8 @@ def _outcome(child: ChildOutcome, deadline_s: float) -> WorkerOutcome:
     if child.status == "ok":
         return _outcome_from_result(child.value, child.elapsed_s, child.peak_rss_bytes)
     reason = child.reason if child.status == "error" else child.status
+    if child.status == "unavailable":
+        reason = "worker_unavailable"  # the validator's own failure: never counted against the model
     detail = child.detail
     if child.status == "crashed":
         detail = detail.replace("child exit code", "worker exit code")
@@ -105,7 +107,7 @@ def run_isolated(
     args = (str(model_dir), competition, task_data, options or {})
     child = run_in_child(job or _default_job, args, deadline_s=deadline_s, memory_bytes=memory_bytes,
                          should_abort=should_abort)
-    if child.status == "crashed" and "did not start" in child.detail:
+    if child.status == "unavailable":
         logger.warning("scoring worker did not start: %s", child.detail)
     return _outcome(child, deadline_s)
 

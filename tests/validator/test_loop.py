@@ -129,3 +129,19 @@ def test_an_already_scored_window_says_when_the_next_round_is_due(tmp_path, tiny
         assert validator.rounds_step() == 0  # said once per window, not at every idle step
     said = [r.getMessage() for r in caplog.records if "scored" in r.getMessage()]
     assert len(said) == 1 and "next round at block 360" in said[0], said
+
+
+def test_a_round_without_any_task_data_is_not_charged_to_the_miners(tmp_path, tiny_model_dir):
+    from finetune.datasets import DataConfig
+
+    chain, store = make_subnet(tmp_path, ["healthy"])
+    publish_model(chain, store, tiny_model_dir, hotkey="healthy", repo_id="good/model", competition_id=REASONING)
+    chain.advance(5)
+    validator = make_validator(tmp_path, chain, store, LOCAL, evaluate=stand_in_evaluate({"healthy": 1.0}))
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    # Online with an unreachable datasets-server and no local files: no task of the round has data.
+    validator.config.data = DataConfig(offline=False, data_dir=empty, endpoint="http://127.0.0.1:9", retries=0)
+    assert validator.run_once() == []
+    comp = validator.state.competition(REASONING)
+    assert comp.history == {} and comp.last_window == -1  # nothing recorded; tried again later

@@ -236,3 +236,19 @@ def test_round_summaries_keep_a_bounded_score_history():
     assert len(rounds) == ROUNDS_KEPT
     assert rounds[-1].scores == {"a": 1.0 + ROUNDS_KEPT + 4, "b": 2.0}
     assert rounds[-1].winner == "b"
+
+
+def test_a_model_the_validator_could_not_score_is_not_charged_and_stays_pending():
+    state = _state(_model("a", 1, 10, "X"), _model("b", 2, 20, "Y"))
+
+    def evaluate(model, task_data):
+        if model.hotkey == "b":  # no worker process could start: the validator's problem
+            return WorkerOutcome(False, math.inf, reason="worker_unavailable", detail="fork failed")
+        return WorkerOutcome(True, 1.0, {"loss": {"raw": 1.0}})
+
+    plan = plan_round(state, COMP, window_block=900, seed=1, block_now=1000)
+    result = execute_round(plan, state, evaluate, TaskData(seed=1))
+    apply_round(state, plan, result)
+    assert [m.hotkey for m in result.models] == ["a"] and result.deferred == ("b",)
+    assert "b" not in state.competition(7).history  # nothing recorded against its miner
+    assert "b" in state.competition(7).pending

@@ -37,7 +37,7 @@ def test_abort_kills_the_child():
     assert outcome.reason == "aborted"
 
 
-def test_a_worker_that_cannot_start_is_a_failed_model_not_a_crash(monkeypatch):
+def test_a_worker_that_cannot_start_is_the_validators_failure_not_the_models(monkeypatch):
     import multiprocessing as mp
 
     from finetune.validator import isolation
@@ -62,7 +62,7 @@ def test_a_worker_that_cannot_start_is_a_failed_model_not_a_crash(monkeypatch):
     monkeypatch.setattr(isolation, "_context", lambda: Context())
     outcome = run_isolated("/m", None, None, deadline_s=60, job=jobs.ok_job)
     assert not outcome.ok and math.isinf(outcome.total)
-    assert outcome.reason == "crashed" and "Cannot allocate memory" in outcome.detail
+    assert outcome.reason == "worker_unavailable" and "Cannot allocate memory" in outcome.detail
 
 
 def test_host_memory_exhaustion_is_out_of_memory_for_that_model_only():
