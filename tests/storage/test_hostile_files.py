@@ -151,3 +151,11 @@ def test_a_shard_of_a_quarter_million_tiny_tensors_is_refused_from_its_header(tm
         read_header(folder / "model.safetensors")
     assert err.value.reason == "too_many_tensors"
     assert time.monotonic() - started < 5
+
+
+def test_a_config_that_trips_an_assertion_in_transformers_is_a_bad_config(model):
+    # Found by the fuzzer: an out-of-range pad_token_id asserts inside nn.Embedding.
+    config = json.loads((model / "config.json").read_text())
+    config["pad_token_id"] = 100_000
+    (model / "config.json").write_text(json.dumps(config))
+    assert _reason(model) == "bad_config"
