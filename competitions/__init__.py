@@ -25,6 +25,7 @@ from competitions.schedule import (
     active_competitions,
     get_competition,
     get_schedule,
+    protocol_for,
 )
 from competitions.tasks import dyck_language
 
@@ -48,5 +49,6 @@ __all__ = [
     "dyck_language",
     "get_competition",
     "get_schedule",
+    "protocol_for",
     "render_markdown",
 ]

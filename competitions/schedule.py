@@ -166,6 +166,25 @@ def get_competition(
     raise _unknown(key, candidates)
 
 
+def protocol_for(competition: Competition, *, block: int | None = None) -> ScoringProtocol:
+    """The scoring protocol a validator scores `competition` under.
+
+    The protocol of the schedule period that holds this very definition (at `block` when
+    given): the mainnet periods run `reference-3.1`, the local ones `next`. A definition in no
+    schedule (the seeds' competitions) is scored under `next`.
+    """
+    for schedule in _SCHEDULES.values():
+        if block is not None:
+            entry = schedule.active_at(block)
+            if any(s.competition == competition for s in entry.competitions):
+                return entry.protocol
+            continue
+        for entry in reversed(schedule.entries):
+            if any(s.competition == competition for s in entry.competitions):
+                return entry.protocol
+    return NEXT
+
+
 __all__ = [
     "ALL_COMPETITIONS",
     "INSTRUCT_ONLY_BLOCK",
@@ -175,4 +194,5 @@ __all__ = [
     "active_competitions",
     "get_competition",
     "get_schedule",
+    "protocol_for",
 ]

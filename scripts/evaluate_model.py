@@ -21,6 +21,8 @@ from finetune.competition import ModelConstraints  # noqa: E402
 from finetune.datasets import DataConfig  # noqa: E402
 from finetune.errors import FinetuneError  # noqa: E402
 from finetune.eval import ModelEvaluation, evaluate_model, prepare_task_data  # noqa: E402
+from finetune.protocol import PROTOCOLS, ScoringProtocol  # noqa: E402
+from finetune.scoring.aggregate import reference_score  # noqa: E402
 from finetune.storage import RevisionInfo, model_dir_violations  # noqa: E402
 from finetune.validator.cli import FlagParser  # noqa: E402
 from finetune.validator.settings import check_device  # noqa: E402
@@ -69,6 +71,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the results to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), metavar="NAME",
+                        help="score under this protocol (default: the one the competition's schedule "
+                        "period runs: reference-3.1 on mainnet, next locally)")
+    parser.add_argument("--tokenizer-dir", type=Path, metavar="DIR",
+                        help="where a fixed tokenizer (Xenova/gpt-4) is kept (default: ~/.finetune/tokenizers)")
     return parser.parse_args(argv)
 
 
@@ -80,17 +87,26 @@ def _check_model_dir(model_dir: Path) -> None:
         raise FileNotFoundError(f"{model_dir}: config.json is missing (is this a model directory?)")
 
 
-def _violations(model_dir: Path, constraints: ModelConstraints) -> list[str]:
-    """Every constraint the directory breaks, as ``"reason: message"``.
+def _violations(model_dir: Path, constraints: ModelConstraints, protocol: ScoringProtocol) -> list[str]:
+    """Every constraint the directory breaks, as ``"reason: message"``, by the protocol's rules.
 
     The validator checks the revision's size before downloading; here it is the size of the
     files an upload would push.
     """
-    found = model_dir_violations(model_dir, constraints)
+    found = model_dir_violations(model_dir, constraints, checks=protocol.checks)
     size = RevisionInfo.of_folder(model_dir).total_bytes
     if size > constraints.max_bytes:
         found.insert(0, f"too_large: {size:,} bytes, over the {constraints.max_bytes:,} byte limit")
     return found
+
+
+def _validator_total(evaluation: ModelEvaluation, competition, protocol: ScoringProtocol) -> float:
+    """The score a validator of `protocol` sums from these task scores (the reference sums
+    them its own way: NaN stays NaN rather than failing the model)."""
+    if protocol.weights.scores != "reference":
+        return evaluation.total
+    raws = {name: score.raw for name, score in evaluation.tasks.items()}
+    return reference_score(raws, competition.tasks, evaluation.dropped)
 
 
 def _print_table(evaluation: ModelEvaluation) -> None:
@@ -127,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         transformers_logging.disable_progress_bar()
     try:
         competition = competitions.get_competition(args.competition)
+        protocol = PROTOCOLS[args.protocol] if args.protocol else competitions.protocol_for(competition)
         _check_model_dir(args.model)
-        violations = _violations(args.model, competition.constraints)
+        violations = _violations(args.model, competition.constraints, protocol)
         for violation in violations:
             print(f"constraint violated: {violation}", file=sys.stderr)
         if violations and not args.no_constraints:
@@ -143,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             config=DataConfig(offline=args.offline, data_dir=args.data_dir),
             sample_counts=counts,
+            rules=protocol.data,
         )
         evaluation = evaluate_model(
             args.model,
@@ -151,13 +169,25 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             batch_tokens=args.batch_tokens,
             progress=not args.no_progress,
+            rules=protocol.eval,
+            tokenizer_dir=args.tokenizer_dir or Path("~/.finetune/tokenizers").expanduser(),
         )
     except (FinetuneError, FileNotFoundError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - the model broke the scoring: a validator scores it inf
+        from finetune.text import printable
+
+        print(f"error: scoring failed ({type(e).__name__}: {printable(e)}); a validator would score this "
+              "model inf", file=sys.stderr)
+        return 1
+    total = _validator_total(evaluation, competition, protocol)
+    print(f"protocol {protocol.name}: score {total:.6f} (what a validator of that protocol computes "
+          f"for seed {args.seed})")
     _print_table(evaluation)
     if args.json:
-        result = {**evaluation.to_json(), "violations": violations}
+        result = {**evaluation.to_json(), "violations": violations, "protocol": protocol.name,
+                  "validator_score": total}
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

@@ -140,3 +140,34 @@ def test_eval_samples_caps_each_task_like_the_validator(script, capsys, tiny_mod
                          "--eval-samples", 3, "--json", out_json)
     assert code == 0, err
     assert {s["samples"] for s in json.loads(out_json.read_text())["tasks"].values()} == {3}
+
+
+def test_the_live_competition_is_scored_as_a_reference_validator_would(script, capsys, tmp_path,
+                                                                       gpt4_tokenizer_dir):
+    # DISTILLED_REASONING_3B runs protocol reference-3.1: the reference's draws from the bundled
+    # samples, its prompting with the Xenova/gpt-4 tokenizer, its score sum.
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(3)
+    config = LlamaConfig(vocab_size=100_277, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16_384)
+    model = tmp_path / "m"
+    LlamaForCausalLM(config).save_pretrained(model)  # the fixed tokenizer's vocabulary, tiny otherwise
+    out_json = tmp_path / "result.json"
+    code, out, err = run(script, capsys, "--model", model, "--competition", "DISTILLED_REASONING_3B",
+                         "--offline", "--no-constraints", "--eval-samples", 2, "--seed", 7,
+                         "--tokenizer-dir", gpt4_tokenizer_dir, "--json", out_json)
+    assert code == 0, err
+    assert "bad_param_count" in err  # 3.2B-3.4B: a tiny model breaks the constraints, scored anyway
+    result = json.loads(out_json.read_text())
+    assert result["protocol"] == "reference-3.1" and "protocol reference-3.1: score" in out
+    assert set(result["tasks"]) == {"SYNTHETIC_1_SFT", "CODEFORCES_COTS"}
+    assert result["validator_score"] == pytest.approx(
+        0.5 * result["tasks"]["SYNTHETIC_1_SFT"]["raw"] + 0.5 * result["tasks"]["CODEFORCES_COTS"]["raw"])
+    # The same seed and files give a validator of protocol next other samples: other scores.
+    code, _, err = run(script, capsys, "--model", model, "--competition", "DISTILLED_REASONING_3B",
+                       "--offline", "--no-constraints", "--eval-samples", 2, "--seed", 7, "--protocol", "next",
+                       "--tokenizer-dir", gpt4_tokenizer_dir, "--json", tmp_path / "next.json")
+    assert code == 0, err
+    assert json.loads((tmp_path / "next.json").read_text())["protocol"] == "next"
