@@ -2,7 +2,7 @@
 """Score a local model directory on a competition, exactly as a validator would.
 
 Exit codes: 0 scored; 1 the model breaks the competition's constraints (scored anyway with
---no-constraints); 2 bad input: a bad flag value, a missing directory or config.json, not a
+--no-constraints) or breaks its scoring (a validator scores it inf); 2 bad input: a bad flag value, a missing directory or config.json, not a
 causal LM, an unknown competition (one line on stderr says which).
 """
 
