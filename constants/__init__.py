@@ -66,7 +66,11 @@ DOWNLOAD_MIN_RATE_BYTES_S = 20 * 1024**2
 
 # --- Weights of other validators (SPEC §8) -----------------------------------------------
 HIGH_STAKE_VALIDATOR_MIN_STAKE = 100_000.0  # validators with this much stake are "high stake"
-HIGH_STAKE_WEIGHT_MIN = 0.001  # a uid they weight at least this much is scanned for updates
+HIGH_STAKE_WEIGHT_MIN = 0.01  # a uid they weight at least this much (of their total) is looked at again
+HIGH_STAKE_REEVAL_BLOCKS = 1200  # ... when it was not evaluated in this many blocks (as the reference)
+# The reference stops admitting updated models while this many are pending or kept (3 kept per
+# competition x 3 competitions + 7); the rest wait for later rounds.
+UPDATED_MODELS_LIMIT = 16
 
 __all__ = [
     "BLOCK_TIME_S",
@@ -83,6 +87,7 @@ __all__ = [
     "FAILED_EVAL_RETRIES",
     "HF_COMMIT_LENGTH",
     "HIGH_STAKE_VALIDATOR_MIN_STAKE",
+    "HIGH_STAKE_REEVAL_BLOCKS",
     "HIGH_STAKE_WEIGHT_MIN",
     "HTTP_TIMEOUT_S",
     "KEEP_TOP_MODELS",
@@ -97,6 +102,7 @@ __all__ = [
     "SUBNET_GENESIS_BLOCK",
     "SYNC_WINDOW_BLOCKS",
     "UID_CHECK_INTERVAL_S",
+    "UPDATED_MODELS_LIMIT",
     "WEIGHTS_INTERVAL_S",
     "WEIGHTS_RETRY_S",
     "WEIGHTS_VERSION_KEY",

@@ -170,6 +170,9 @@ class WeightRules(_Frozen):
             included (the secure hash already binds an upload to one hotkey);
             ``earliest``: ours, of identical content hashes only the earliest commitment
             competes.
+        updated_models_limit: the reference admits newly updated models only while fewer than
+            this many are pending or kept over all competitions (16); the rest wait for later
+            rounds. None: ours, every updated model is evaluated in the next round.
         clones: ``keep``: every model takes part in the win rates (the reference); fresh clones
             of a leader then carry a larger epsilon than the old leader, beat a better
             newcomer that beats the leader, and shield it. ``drop``: ours (the fix the sibling
@@ -184,6 +187,7 @@ class WeightRules(_Frozen):
     retry: Literal["reference", "ours"]
     copies: Literal["none", "earliest"]
     clones: Literal["keep", "drop"]
+    updated_models_limit: int | None = Field(ge=1)
 
 
 class ScoringProtocol(_Frozen):
@@ -219,7 +223,7 @@ REFERENCE_31 = ScoringProtocol(
     ),
     hashing=HashRules(file_set="reference"),
     weights=WeightRules(scores="reference", smoothing="reference", all_failed="share", keep="reference",
-                        retry="reference", copies="none", clones="keep"),
+                        retry="reference", copies="none", clones="keep", updated_models_limit=16),
 )
 
 NEXT = ScoringProtocol(
@@ -243,7 +247,7 @@ NEXT = ScoringProtocol(
     ),
     hashing=HashRules(file_set="allowed"),
     weights=WeightRules(scores="ours", smoothing="ours", all_failed="nobody", keep="ours", retry="ours",
-                        copies="earliest", clones="drop"),
+                        copies="earliest", clones="drop", updated_models_limit=None),
 )
 
 PROTOCOLS: dict[str, ScoringProtocol] = {p.name: p for p in (REFERENCE_31, NEXT)}

@@ -160,18 +160,19 @@ class Validator:
             self._high_stake_picks = picks
         return picks
 
-    def _queue_high_stake_picks(self, window_by_competition: dict[int, int]) -> None:
-        """Eval loop side: a picked ready model not evaluated this window joins the round."""
+    def _queue_high_stake_picks(self, active: set[int], block: int) -> None:
+        """Eval loop side: a picked ready model not evaluated in the last
+        `HIGH_STAKE_REEVAL_BLOCKS` blocks joins the next round (as the reference's scan)."""
         with self._guard:
             picks = set(self._high_stake_picks)
         for hotkey in sorted(picks):
             model = self.state.models.get(hotkey)
-            if model is None or model.status != "ready" or model.competition_id not in window_by_competition:
+            if model is None or model.status != "ready" or model.competition_id not in active:
                 continue
             comp = self.state.competition(model.competition_id)
             history = comp.history.get(hotkey, [])
-            evaluated_now = bool(history) and history[-1].window_block >= window_by_competition[model.competition_id]
-            if hotkey not in comp.keep and hotkey not in comp.pending and not evaluated_now:
+            recent = bool(history) and history[-1].window_block > block - constants.HIGH_STAKE_REEVAL_BLOCKS
+            if hotkey not in comp.keep and hotkey not in comp.pending and not recent:
                 comp.pending.append(hotkey)
 
     def apply_updates(self) -> int:
@@ -265,7 +266,7 @@ class Validator:
             logger.info("competition %s is no longer active: dropping its weights", cid)
             del self.state.competitions[cid]
         window = sync_window_start(block, genesis=self.config.genesis_block, window=self.config.window_blocks)
-        self._queue_high_stake_picks({share.competition.id: window for share in entry.competitions})
+        self._queue_high_stake_picks({share.competition.id for share in entry.competitions}, block)
         ran = 0
         for share in entry.competitions:
             if self.stop_event.is_set():

@@ -148,7 +148,12 @@ def plan_round(
     comp = state.competition(competition.id)
     ready = {h: m for h, m in state.models.items() if m.status == "ready" and m.competition_id == competition.id}
     copies = find_copies(ready) if protocol.weights.copies == "earliest" else {}
-    wanted = [h for h in dict.fromkeys([*comp.keep, *comp.pending]) if h in ready and h not in copies]
+    pending = [h for h in comp.pending if h in ready and h not in copies]
+    limit = protocol.weights.updated_models_limit
+    if limit is not None:  # the rest stay pending for a later round, in arrival order
+        kept_everywhere = sum(len(c.keep) for c in state.competitions.values())
+        pending = pending[: max(limit - kept_everywhere, 0)]
+    wanted = [h for h in dict.fromkeys([*comp.keep, *pending]) if h in ready and h not in copies]
     if protocol.weights.keep == "reference":
         # The reference lists its set of kept uids updated with the pending ones: that order
         # decides ties of the win rate (the winner, the keep-set).
@@ -162,7 +167,7 @@ def plan_round(
     uid_of = dict(uids) if uids is not None else {h: m.uid for h, m in state.models.items()}
     return RoundPlan(
         competition=competition, window_block=window_block, seed=seed, block_now=block_now,
-        hotkeys=tuple(wanted), newly_updated=tuple(h for h in comp.pending if h in wanted),
+        hotkeys=tuple(wanted), newly_updated=tuple(h for h in pending if h in wanted),
         copies=copies, sample_counts=counts, protocol=protocol, uids=uid_of,
         metagraph_size=max(metagraph_size, max(uid_of.values(), default=-1) + 1),
     )
@@ -347,7 +352,11 @@ def apply_round(
     weights = subnet_weights(state, entry, uids=plan.uids, size=plan.metagraph_size) if entry else None
     keep = _keep(plan, state, result, comp.ema)
     comp.keep = keep
-    comp.pending = [*_retries(state, plan, result, set(keep)), *(h for h in result.deferred if h not in keep)]
+    # Updated models this round left out (the protocol's limit) wait for the next one.
+    waiting = [h for h in comp.pending if h not in plan.hotkeys and h not in plan.copies
+               and h in state.models and state.models[h].status == "ready"]
+    carried = [*_retries(state, plan, result, set(keep)), *result.deferred, *waiting]
+    comp.pending = [h for h in dict.fromkeys(carried) if h not in keep]
     comp.last_window = plan.window_block
     comp.rounds.append(RoundSummary(
         window_block=plan.window_block, block=plan.block_now, seed=plan.seed, finished_at=time.time(),

@@ -147,7 +147,8 @@ def high_stake_picks(
     min_stake: float,
     min_weight: float,
 ) -> set[str]:
-    """Hotkeys that validators with at least `min_stake` weight at `min_weight` or more.
+    """Hotkeys that validators with a permit and at least `min_stake` weight at `min_weight`
+    or more of their total (the reference's rule).
 
     Another validator's opinion never changes a score here; it only makes sure such models
     are evaluated again, so a model this validator dropped early gets a second look (SPEC §8).
@@ -156,7 +157,7 @@ def high_stake_picks(
     picks: set[str] = set()
     for validator_uid, weights in validator_weights.items():
         validator = by_uid.get(validator_uid)
-        if validator is None or validator.stake < min_stake:
+        if validator is None or validator.stake < min_stake or not validator.validator_permit:
             continue
         total = sum(w for w in weights.values() if w > 0)
         for uid, weight in weights.items():

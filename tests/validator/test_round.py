@@ -252,3 +252,14 @@ def test_a_model_the_validator_could_not_score_is_not_charged_and_stays_pending(
     assert [m.hotkey for m in result.models] == ["a"] and result.deferred == ("b",)
     assert "b" not in state.competition(7).history  # nothing recorded against its miner
     assert "b" in state.competition(7).pending
+
+
+def test_reference_admits_at_most_sixteen_updated_models_the_rest_wait():
+    models = [_model(f"m{i:02d}", i, 10 + i, f"C{i}") for i in range(20)]
+    state = _state(*models)
+    plan, result, _ = _reference_round(state, {m.hotkey: 1.0 + m.uid for m in models})
+    assert len(plan.hotkeys) == 16  # the reference's updated_models_limit, nothing kept yet
+    waiting = set(state.competition(7).pending)
+    assert {f"m{i:02d}" for i in range(16, 20)} <= waiting  # left for a later round
+    plan, _, _ = _reference_round(state, {m.hotkey: 1.0 + m.uid for m in models}, window=1260, block_now=1300)
+    assert {f"m{i:02d}" for i in range(16, 20)} <= set(plan.hotkeys)

@@ -125,7 +125,10 @@ def test_models_weighted_by_high_stake_validators_get_another_look(tmp_path, tin
     assert high_stake_picks(chain.metagraph(), chain.validator_weights(), min_stake=5000.0,
                             min_weight=0.001) == {"m5"}
 
-    chain.advance(400)  # the next sync window
+    chain.advance(400)  # the next sync window: too soon, as the reference's 1,200-block cadence
+    (result,) = validator.run_once()
+    assert "m5" not in {m.hotkey for m in result.models}
+    chain.advance(1200)
     (result,) = validator.run_once()
     evaluated = {m.hotkey for m in result.models}
     assert "m5" in evaluated and "m4" not in evaluated
