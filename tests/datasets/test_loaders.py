@@ -383,3 +383,15 @@ def test_absurd_split_size_from_the_server_does_not_crash_the_loader(web):
         "synthetic_mmlu", seed=1, count=5, options=options, config=_online(web)
     )
     assert samples == []
+
+
+def test_option_like_lines_in_the_stem_are_not_options():
+    from finetune.datasets.samples import MultipleChoiceSample
+    from finetune.datasets.shapers import mcq_to_qa, shape_mmlu
+
+    challenge = ("Consider the claims:\nA) energy is conserved\nB) entropy never falls\nWhich hold?\n"
+                 "A. only A\nB. only B\nC. both\nD. neither")
+    sample = shape_mmlu({"challenge": challenge, "reference": "C"})
+    stem, answer = mcq_to_qa(MultipleChoiceSample(question=sample.question, answer="C"))
+    assert answer == "both"
+    assert stem.endswith("Which hold?") and "A) energy is conserved" in stem
