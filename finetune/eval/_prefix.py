@@ -33,10 +33,19 @@ _PROBE_SPLIT = 6
 
 
 def pad_rows(
-    seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device, *, left: bool
+    seqs: Sequence[Sequence[int]],
+    pad_id: int,
+    device: torch.device,
+    *,
+    left: bool,
+    width: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`[rows, longest]` ids and attention mask (1 = real token), padded left or right."""
-    width = max(len(s) for s in seqs)
+    """`[rows, width]` ids and attention mask (1 = real token), padded left or right.
+
+    `width` defaults to the longest row; a wider one keeps a slice of a planned batch laid
+    out as the whole batch is (the attention kernels block the work by the row length).
+    """
+    width = max(max(len(s) for s in seqs), width or 0)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for row, seq in enumerate(seqs):
@@ -73,23 +82,30 @@ class PrefixSharing:
         self._check()
         return prefix if self.enabled else 0
 
-    def right_padded(self, seqs: Sequence[Sequence[int]], prefix: int) -> torch.Tensor:
-        """Body states of each row's suffix `seqs[row][prefix:]`, right-padded: `[rows, S, H]`.
+    def right_padded(
+        self, seqs: Sequence[Sequence[int]], prefix: int, width: int | None = None
+    ) -> torch.Tensor:
+        """Body states of each row's suffix `seqs[row][prefix:]`, right-padded: `[rows, S, H]`
+        (``S = width - prefix`` when `width` is given, else the longest suffix).
 
         No attention mask, as in the plain loss path: causal attention hides the trailing pads
         from every real position.
         """
         cache = self._prefix_cache(seqs[0][:prefix], len(seqs))
-        ids, _ = pad_rows([s[prefix:] for s in seqs], self.pad_id, self.device, left=False)
+        suffix_width = width - prefix if width else None
+        ids, _ = pad_rows(
+            [s[prefix:] for s in seqs], self.pad_id, self.device, left=False, width=suffix_width
+        )
         positions = torch.arange(prefix, prefix + ids.shape[1], device=self.device)
         positions = positions[None, :].expand(len(seqs), -1)
         hidden, _ = self.split.body(ids, None, position_ids=positions, cache=cache, use_cache=True)
         return hidden
 
     def left_padded(
-        self, seqs: Sequence[Sequence[int]], prefix: int
+        self, seqs: Sequence[Sequence[int]], prefix: int, width: int | None = None
     ) -> tuple[torch.Tensor, object, torch.Tensor, torch.Tensor]:
-        """Prefill of a generation batch whose suffixes are left-padded.
+        """Prefill of a generation batch whose suffixes are left-padded (to ``width - prefix``
+        when `width` is given).
 
         The pads sit between the prefix and each suffix, hidden by the attention mask; the
         positions count real tokens only, as in the plain left-padded path.
@@ -99,7 +115,10 @@ class PrefixSharing:
         """
         rows = len(seqs)
         cache = self._prefix_cache(seqs[0][:prefix], rows)
-        ids, suffix_mask = pad_rows([s[prefix:] for s in seqs], self.pad_id, self.device, left=True)
+        ids, suffix_mask = pad_rows(
+            [s[prefix:] for s in seqs], self.pad_id, self.device, left=True,
+            width=width - prefix if width else None,
+        )
         ones = torch.ones((rows, prefix), dtype=suffix_mask.dtype, device=self.device)
         mask = torch.cat([ones, suffix_mask], dim=1)
         positions = prefix + (suffix_mask.cumsum(-1) - 1).clamp(min=0)

@@ -46,6 +46,16 @@ def longest_first(lengths: Sequence[int]) -> list[int]:
     return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
 
 
+# The engine's padding rule for loss and choice batches (generation keeps full batches: its
+# cost is the decoding steps, which batching shares): a batch stops growing when the next row
+# would leave more than `MAX_PADDING` of its padded tokens as padding, once it holds
+# `EFFICIENT_TOKENS` real tokens. Rows that long gain little from sharing a matmul, and a
+# pad costs as much as a real token. Both are constants, so the batches depend on the
+# requests and the token budget alone.
+MAX_PADDING = 0.1
+EFFICIENT_TOKENS = 2048
+
+
 def rows_that_fit(max_len: int, batch_tokens: int, max_rows: int | None = None) -> int:
     """How many rows of `max_len` tokens fit in `batch_tokens` (at least one)."""
     rows = max(1, batch_tokens // max(1, max_len))
@@ -59,6 +69,8 @@ def next_batch(
     *,
     batch_tokens: int,
     max_rows: int | None = None,
+    max_padding: float | None = None,
+    efficient_tokens: int = EFFICIENT_TOKENS,
 ) -> Batch:
     """The batch that begins at position `start` of `order` (a longest-first ordering).
 
@@ -69,6 +81,10 @@ def next_batch(
         batch_tokens: budget on ``max_len * rows``; an item longer than the budget gets a
             batch of its own.
         max_rows: optional cap on rows per batch.
+        max_padding: when set, the batch stops before a row that would make more than this
+            fraction of its padded tokens padding, once it holds `efficient_tokens` real
+            tokens (see `MAX_PADDING`).
+        efficient_tokens: real tokens a batch takes regardless of `max_padding`.
 
     Returns:
         The batch; the next one begins at ``start + batch.rows``.
@@ -76,6 +92,15 @@ def next_batch(
     assert 0 <= start < len(order), "no item left to batch"
     max_len = lengths[order[start]]
     rows = min(rows_that_fit(max_len, batch_tokens, max_rows), len(order) - start)
+    if max_padding is not None:
+        real = max_len
+        for taken in range(1, rows):
+            padded = (taken + 1) * max_len
+            added = lengths[order[start + taken]]
+            if real >= efficient_tokens and padded - real - added > max_padding * padded:
+                rows = taken
+                break
+            real += added
     return Batch(indices=tuple(order[start : start + rows]), max_len=max_len)
 
 

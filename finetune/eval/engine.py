@@ -12,14 +12,22 @@
 - Rows that open with the same tokens are batched together, and a batch's common prefix is run
   once, its KV cache shared by the rows (see `_prefix`): loss scoring never reads a position
   inside the shared prefix, so the prefix is capped before the first scored position.
-- Batches are cut by a token budget (see `batching`). On an out-of-memory error the budget is
-  halved and the batch retried, down to one row; the reduced budget is kept.
+- Batches are cut by a token budget (see `batching`), and loss and choice batches also where
+  padding would outweigh what sharing a matmul saves. Which rows share a batch, how wide it
+  is padded and which prefix it shares (its `Layout`) depend on the requests and the budget
+  alone, never on the memory left: on an out-of-memory error the planned batch is run in
+  slices of rows, each laid out as the whole batch (same width, same shared prefix), halving
+  the slice down to one row; the smaller slice is kept for later batches. The attention
+  kernels give a row the same values whatever other rows share its batch, so a back-off
+  changes no attention output; what can still move is the last bit of a matmul whose row
+  count changed (none in fp32 on the CPU kernels measured; see docs/validator.md).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
@@ -27,7 +35,15 @@ import torch
 from finetune.errors import EvalFailed
 from finetune.eval._forward import SplitModel, chunked_native_nll, chunked_nll, native_row_means
 from finetune.eval._prefix import MIN_PREFIX_TOKENS, PrefixSharing, pad_rows
-from finetune.eval.batching import Batch, longest_first, next_batch, prefix_groups, restore_order
+from finetune.eval.batching import (
+    MAX_PADDING,
+    Batch,
+    longest_first,
+    next_batch,
+    prefix_groups,
+    restore_order,
+    rows_that_fit,
+)
 from finetune.eval.requests import (
     ChoiceRequest,
     ChoiceResult,
@@ -42,6 +58,20 @@ logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
 A = TypeVar("A")
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a planned batch is laid out; every slice of it is run the same way.
+
+    Attributes:
+        width: tokens every row is padded to (the batch's longest row).
+        prefix: opening tokens shared by every row, computed once (0: none).
+    """
+
+    width: int
+    prefix: int = 0
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -96,6 +126,8 @@ class BatchedEngine:
         # outside the embedding (which would fail every padded batch) is not used.
         self._pad_id = pad if isinstance(pad, int) and 0 <= pad < vocab else 0
         self._prefix = PrefixSharing(self._split, self._pad_id, enabled=share_prefixes)
+        # Set by an out-of-memory back-off: padded tokens one slice of a batch may hold.
+        self.slice_tokens: int | None = None
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -107,7 +139,10 @@ class BatchedEngine:
         # The last token predicts nothing, so it is never fed.
         lengths = [len(r.token_ids) - 1 for r in requests]
         keys = [r.token_ids for r in requests]
-        return self._run(requests, lengths, keys, self._loss_batch, progress)
+        return self._run(
+            requests, lengths, keys, self._loss_layout, self._loss_states, self._loss_results,
+            progress,
+        )
 
     @torch.inference_mode()
     def generate(
@@ -116,7 +151,10 @@ class BatchedEngine:
         """Greedy continuations, in input order."""
         lengths = [len(r.prompt_ids) + r.max_new_tokens for r in requests]
         keys = [r.prompt_ids for r in requests]
-        return self._run(requests, lengths, keys, self._generate_batch, progress)
+        return self._run(
+            requests, lengths, keys, self._generation_layout, self._generate_batch, _flatten,
+            progress, padding_rule=False,  # decoding steps, not padding, dominate: full batches
+        )
 
     @torch.inference_mode()
     def choice_logprobs(
@@ -125,60 +163,115 @@ class BatchedEngine:
         """Next-token log-probabilities of each request's choices, in input order."""
         lengths = [len(r.prompt_ids) for r in requests]
         keys = [r.prompt_ids for r in requests]
-        return self._run(requests, lengths, keys, self._choice_batch, progress)
+        return self._run(
+            requests, lengths, keys, self._choice_layout, self._choice_states,
+            self._choice_results, progress,
+        )
 
     # ---- batching and back-off --------------------------------------------------------------
+
+    def plan(
+        self, lengths: list[int], keys: list[tuple[int, ...]], *, padding_rule: bool = True
+    ) -> list[Batch]:
+        """The batches of one call: prefix groups (when sharing), each cut longest first by
+        the token budget (and the padding rule). Depends on nothing the memory decides."""
+        if self._prefix.enabled:
+            groups = prefix_groups(keys, lengths, key_tokens=MIN_PREFIX_TOKENS)
+        else:
+            groups = [longest_first(lengths)]
+        batches = []
+        for order in groups:
+            start = 0
+            while start < len(order):
+                batch = next_batch(
+                    order, lengths, start, batch_tokens=self.batch_tokens, max_rows=self.max_rows,
+                    max_padding=MAX_PADDING if padding_rule else None,
+                )
+                batches.append(batch)
+                start += batch.rows
+        return batches
 
     def _run(
         self,
         requests: Sequence[A],
         lengths: list[int],
         keys: list[tuple[int, ...]],
-        answer: Callable[[list[A]], list[R]],
+        layout_of: Callable[[list[A]], Layout],
+        states: Callable[[list[A], Layout], S],
+        finish: Callable[[list[A], list[S]], list[R]],
         progress: ProgressCallback | None,
+        *,
+        padding_rule: bool = True,
     ) -> list[R]:
-        if self._prefix.enabled:
-            groups = prefix_groups(keys, lengths, key_tokens=MIN_PREFIX_TOKENS)
-        else:
-            groups = [longest_first(lengths)]
+        """Plan the batches; for each, run the body (`states`, by slices after a back-off)
+        and then the head over the whole batch (`finish`), so that the head's matmuls see
+        the same rows whatever the slices were."""
         answered: list[tuple[int, R]] = []
-        for order in groups:
-            start = 0
-            while start < len(order):
-                batch = next_batch(
-                    order, lengths, start, batch_tokens=self.batch_tokens, max_rows=self.max_rows
-                )
-                results = self._attempt(answer, [requests[i] for i in batch.indices], batch)
-                if results is None:
-                    continue  # budget halved: cut this batch again
-                answered.extend(zip(batch.indices, results, strict=True))
-                start += batch.rows
-                if progress:
-                    progress(batch.rows)
+        for batch in self.plan(lengths, keys, padding_rule=padding_rule):
+            rows = [requests[i] for i in batch.indices]
+            layout = self._whole(batch, layout_of, rows)
+            parts = self._execute(states, rows, layout)
+            results = self._whole(batch, finish, rows, parts)
+            answered.extend(zip(batch.indices, results, strict=True))
+            if progress:
+                progress(batch.rows)
         return restore_order(len(requests), answered)
 
-    def _attempt(
-        self, answer: Callable[[list[A]], list[R]], rows: list[A], batch: Batch
-    ) -> list[R] | None:
+    def _whole(self, batch: Batch, step: Callable[..., R], *args: object) -> R:
+        """`step(*args)` on the whole planned batch (the probes, the head): slicing the batch
+        would change its layout, so running out of memory there fails the eval."""
         try:
-            return answer(rows)
+            return step(*args)
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
+        self._free_memory()
+        raise EvalFailed(
+            f"out of memory on the head or the probes of {batch.rows} rows x {batch.max_len} tokens",
+            reason="out_of_memory",
+            tokens=batch.max_len,
+        )
+
+    def _execute(
+        self, states: Callable[[list[A], Layout], S], rows: list[A], layout: Layout
+    ) -> list[S]:
+        """`states` of a planned batch: one part per slice of rows (one slice unless an
+        out-of-memory back-off made them smaller)."""
+        parts: list[S] = []
+        done = 0
+        while done < len(rows):
+            step = len(rows) - done
+            if self.slice_tokens is not None:
+                step = min(step, rows_that_fit(layout.width, self.slice_tokens))
+            part = self._attempt(states, rows[done : done + step], layout)
+            if part is not None:
+                parts.append(part)
+                done += step
+        return parts
+
+    def _attempt(
+        self, states: Callable[[list[A], Layout], S], rows: list[A], layout: Layout
+    ) -> S | None:
+        try:
+            return states(rows, layout)
         except RuntimeError as error:
             if not is_out_of_memory(error):
                 raise
         # Outside the `except` block, so the traceback (and the tensors it holds) is gone.
         self._free_memory()
-        if batch.rows == 1:
+        if len(rows) == 1:
             raise EvalFailed(
-                f"out of memory on a single row of {batch.max_len} tokens",
+                f"out of memory on a single row of {layout.width} tokens",
                 reason="out_of_memory",
-                tokens=batch.max_len,
+                tokens=layout.width,
             )
-        self.batch_tokens = max(1, min(self.batch_tokens, batch.padded_tokens) // 2)
+        self.slice_tokens = max(1, len(rows) * layout.width // 2)
         logger.warning(
-            "out of memory on %d rows x %d tokens; batch budget now %d tokens",
-            batch.rows,
-            batch.max_len,
-            self.batch_tokens,
+            "out of memory on %d rows x %d tokens; batches now run in slices of at most %d "
+            "tokens (laid out as before, so the batches and their answers are unchanged)",
+            len(rows),
+            layout.width,
+            self.slice_tokens,
         )
         return None
 
@@ -186,81 +279,109 @@ class BatchedEngine:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    # ---- padding ------------------------------------------------------------------------------
+    # ---- layouts and padding --------------------------------------------------------------
+
+    def _layout(self, seqs: Sequence[Sequence[int]], limit: int) -> Layout:
+        """Width and shared prefix (at most `limit` tokens) of a planned batch of `seqs`."""
+        width = max(len(s) for s in seqs)
+        return Layout(width=width, prefix=self._prefix.usable_len(seqs, limit))
+
+    def _loss_layout(self, requests: list[LossRequest]) -> Layout:
+        # Position t predicts token t+1: row b scores positions score_from-1 .. len-2, so a
+        # shared prefix must end before the first scored position of every row.
+        seqs = [r.token_ids[:-1] for r in requests]
+        return self._layout(seqs, min(r.score_from for r in requests) - 1)
+
+    def _choice_layout(self, requests: list[ChoiceRequest]) -> Layout:
+        # The last prompt position is read: a shared prefix leaves it in every row's suffix.
+        prompts = [r.prompt_ids for r in requests]
+        return self._layout(prompts, min(len(p) for p in prompts) - 1)
+
+    def _generation_layout(self, requests: list[GenerationRequest]) -> Layout:
+        return self._choice_layout(requests)  # type: ignore[arg-type]  # same prompt rule
 
     def _right_padded_states(
-        self, seqs: Sequence[Sequence[int]], limit: int
-    ) -> tuple[torch.Tensor, int]:
-        """Body states of right-padded rows and the offset of their first column.
-
-        With a shared prefix of ``P`` tokens (at most `limit`) the states start at position
-        ``P``; without one, at 0.
-        """
-        prefix = self._prefix.usable_len(seqs, limit)
-        if prefix:
-            return self._prefix.right_padded(seqs, prefix), prefix
-        ids, _ = pad_rows(seqs, self._pad_id, self.device, left=False)
+        self, seqs: Sequence[Sequence[int]], layout: Layout
+    ) -> torch.Tensor:
+        """Body states of right-padded rows, from position `layout.prefix` on."""
+        if layout.prefix:
+            return self._prefix.right_padded(seqs, layout.prefix, layout.width)
+        ids, _ = pad_rows(seqs, self._pad_id, self.device, left=False, width=layout.width)
         hidden, _ = self._split.body(ids, None)
-        return hidden, 0
+        return hidden
 
     # ---- the three request kinds --------------------------------------------------------------
 
-    def _loss_batch(self, requests: list[LossRequest]) -> list[LossResult]:
-        # Position t predicts token t+1: row b scores positions score_from-1 .. len-2, so a
-        # shared prefix must end before the first scored position of every row.
-        hidden, offset = self._right_padded_states(
-            [r.token_ids[:-1] for r in requests], min(r.score_from for r in requests) - 1
-        )  # [rows, seq - offset, hidden]
-        rows, cols, targets = [], [], []
+    def _loss_states(self, requests: list[LossRequest], layout: Layout) -> torch.Tensor:
+        """States at the positions predicting the scored tokens, rows in order: `[n, hidden]`."""
+        offset = layout.prefix
+        hidden = self._right_padded_states(
+            [r.token_ids[:-1] for r in requests], layout
+        )  # [rows, width - offset, hidden]
+        rows, cols = [], []
         for row, r in enumerate(requests):
-            n = len(r.token_ids) - r.score_from
-            rows += [row] * n
+            rows += [row] * (len(r.token_ids) - r.score_from)
             cols += range(r.score_from - 1 - offset, len(r.token_ids) - 1 - offset)
-            targets += r.token_ids[r.score_from :]
-        rows_t = torch.tensor(rows, device=self.device)
-        picked = hidden[rows_t, torch.tensor(cols, device=self.device)]  # [n, hidden]
-        del hidden
+        index = (torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device))
+        return hidden[index]
+
+    def _loss_results(
+        self, requests: list[LossRequest], parts: list[torch.Tensor]
+    ) -> list[LossResult]:
+        picked = torch.cat(parts) if len(parts) > 1 else parts[0]  # [n, hidden]
         counts = [len(r.token_ids) - r.score_from for r in requests]
-        if self.loss_in_model_dtype:
-            token_nll = chunked_native_nll(
-                self._split, picked, torch.tensor(targets, device=self.device), self.loss_chunk_tokens
-            )
-            means = native_row_means(token_nll, counts)
-            return [LossResult(sum_nll=m * n, n_tokens=n) for m, n in zip(means, counts, strict=True)]
-        sums = chunked_nll(
-            self._split,
-            picked,
-            torch.tensor(targets, device=self.device),
-            rows_t,
-            len(requests),
-            self.loss_chunk_tokens,
+        targets = torch.tensor(
+            [t for r in requests for t in r.token_ids[r.score_from :]], device=self.device
         )
+        chunk = self.loss_chunk_tokens
+        if self.loss_in_model_dtype:
+            means = native_row_means(chunked_native_nll(self._split, picked, targets, chunk), counts)
+            return [
+                LossResult(sum_nll=m * n, n_tokens=n) for m, n in zip(means, counts, strict=True)
+            ]
+        rows = torch.arange(len(requests), device=self.device)
+        rows = torch.repeat_interleave(rows, torch.tensor(counts, device=self.device))  # [n]
+        sums = chunked_nll(self._split, picked, targets, rows, len(requests), chunk)
         return [
             LossResult(sum_nll=float(s), n_tokens=n)
             for s, n in zip(sums.tolist(), counts, strict=True)
         ]
 
-    def _choice_batch(self, requests: list[ChoiceRequest]) -> list[ChoiceResult]:
-        # The last prompt position is read: a shared prefix leaves it in every row's suffix.
-        hidden, offset = self._right_padded_states(
-            [r.prompt_ids for r in requests], min(len(r.prompt_ids) for r in requests) - 1
-        )  # [rows, seq - offset, hidden]
-        last = torch.tensor([len(r.prompt_ids) - 1 - offset for r in requests], device=self.device)
+    def _choice_states(self, requests: list[ChoiceRequest], layout: Layout) -> torch.Tensor:
+        """The last prompt position's state of each row: `[rows, hidden]`."""
+        hidden = self._right_padded_states([r.prompt_ids for r in requests], layout)
+        # [rows, width - prefix, hidden]
+        last = [len(r.prompt_ids) - 1 - layout.prefix for r in requests]
         rows = torch.arange(len(requests), device=self.device)
-        logprobs = torch.log_softmax(self._split.head(hidden[rows, last]), dim=-1)  # [rows, vocab]
+        return hidden[rows, torch.tensor(last, device=self.device)]
+
+    def _choice_results(
+        self, requests: list[ChoiceRequest], parts: list[torch.Tensor]
+    ) -> list[ChoiceResult]:
+        states = torch.cat(parts) if len(parts) > 1 else parts[0]
+        logprobs = torch.log_softmax(self._split.head(states), dim=-1)  # [rows, vocab]
         return [
             ChoiceResult(logprobs=tuple(logprobs[row, list(r.choice_ids)].tolist()))
             for row, r in enumerate(requests)
         ]
 
-    def _generate_batch(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        return _GreedyBatch(self, requests).run()
+    def _generate_batch(
+        self, requests: list[GenerationRequest], layout: Layout
+    ) -> list[GenerationResult]:
+        return _GreedyBatch(self, requests, layout).run()
+
+
+def _flatten(requests: list, parts: list[list[R]]) -> list[R]:
+    return [result for part in parts for result in part]
 
 
 class _GreedyBatch:
     """Greedy decoding of one left-padded batch; rows leave the batch when they finish."""
 
-    def __init__(self, engine: BatchedEngine, requests: list[GenerationRequest]) -> None:
+    def __init__(
+        self, engine: BatchedEngine, requests: list[GenerationRequest], layout: Layout
+    ) -> None:
+        self.layout = layout
         self.split = engine._split
         self.prefix = engine._prefix
         self.requests = requests
@@ -302,10 +423,9 @@ class _GreedyBatch:
     def _prefill(self) -> tuple[torch.Tensor, object, torch.Tensor, torch.Tensor]:
         """Run the prompts: `(hidden, cache, attention mask, positions)`, left-padded."""
         prompts = [r.prompt_ids for r in self.requests]
-        prefix = self.prefix.usable_len(prompts, min(len(p) for p in prompts) - 1)
-        if prefix:
-            return self.prefix.left_padded(prompts, prefix)
-        ids, mask = pad_rows(prompts, self.pad_id, self.device, left=True)
+        if self.layout.prefix:
+            return self.prefix.left_padded(prompts, self.layout.prefix, self.layout.width)
+        ids, mask = pad_rows(prompts, self.pad_id, self.device, left=True, width=self.layout.width)
         # Positions count real tokens only, so left padding does not shift them.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [rows, prompt]
         hidden, cache = self.split.body(ids, mask, position_ids=positions, use_cache=True)
@@ -328,14 +448,21 @@ class _GreedyBatch:
         return banned
 
     def _penalise(self, logits: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
-        # One python-scalar op per distinct penalty: the same arithmetic as NaiveEngine.
+        """`logits` (`[rows, vocab]`, changed in place) with each row's penalty applied to its
+        seen tokens: only those entries are gathered and put back, so a decoding step makes
+        no pass over the whole vocabulary for it (on a CPU those passes cost a tenth of a
+        step). One python-scalar op per distinct penalty: the same arithmetic as NaiveEngine.
+        """
         penalties = [self.requests[i].repetition_penalty for i in self.active]
-        for penalty in sorted(set(penalties)):
-            if penalty == 1.0:
-                continue
-            rows = torch.tensor([p == penalty for p in penalties], device=self.device)[:, None]
-            penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
-            logits = torch.where(seen & rows, penalised, logits)
+        if all(p == 1.0 for p in penalties):
+            return logits
+        rows, cols = seen.nonzero(as_tuple=True)  # [k] each: the seen entries
+        for penalty in sorted(set(penalties) - {1.0}):
+            match = torch.tensor([p == penalty for p in penalties], device=self.device)
+            picked = match[rows]
+            r, c = rows[picked], cols[picked]
+            values = logits[r, c]
+            logits[r, c] = torch.where(values > 0, values / penalty, values * penalty)
         return logits
 
     def _record(self, tokens: list[int]) -> list[int]:

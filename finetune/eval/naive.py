@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
+from finetune.eval._forward import cache_keyword, returned_cache
 from finetune.eval.requests import (
     ChoiceRequest,
     ChoiceResult,
@@ -107,6 +108,7 @@ class NaiveEngine:
         for request in requests:
             ids = list(request.prompt_ids)
             output: list[int] = []
+            keyword = cache_keyword(self.model)
             step = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
             for _ in range(request.max_new_tokens):
                 logits = step.logits[0, -1].float()
@@ -121,8 +123,8 @@ class NaiveEngine:
                 # One token at a time against the cache, as `generate` does per sample.
                 step = self.model(
                     input_ids=torch.tensor([[token]], device=self.device),
-                    past_key_values=step.past_key_values,
                     use_cache=True,
+                    **{keyword: returned_cache(step)},
                 )
             results.append(GenerationResult(token_ids=tuple(output)))
             if progress:

@@ -117,8 +117,9 @@ def test_out_of_memory_backs_off_and_keeps_results(models, monkeypatch):
     done: list[int] = []
     _assert_losses_match(engine.loss(_loss_requests(seqs), progress=done.append), want_loss)
     assert calls["oom"] > 0 and sum(done) == len(seqs)
-    # The reduced budget is remembered: generation goes straight to one row per batch.
-    assert engine.batch_tokens < 300
+    # The batches stay as planned; the slice they run in is remembered, so generation goes
+    # straight to one row at a time.
+    assert engine.batch_tokens == 4096 and engine.slice_tokens < 300
     calls["oom"] = 0
     assert engine.generate(_generation_requests(seqs)) == want_gen
     assert calls["oom"] == 0
@@ -203,9 +204,9 @@ class _Spy:
         for name in ("right_padded", "left_padded"):
             real = getattr(engine._prefix, name)
 
-            def wrapped(seqs, prefix, _real=real):
+            def wrapped(seqs, prefix, *layout, _real=real):
                 self.lengths.append(prefix)
-                return _real(seqs, prefix)
+                return _real(seqs, prefix, *layout)
 
             monkeypatch.setattr(engine._prefix, name, wrapped)
 
@@ -355,3 +356,87 @@ def test_losses_in_the_models_dtype_match_between_engines(models, arch):
         assert b.mean == n.mean  # the same kernels on the same logits, padded or not
     upcast = NaiveEngine(model).loss(requests)
     assert [u.mean for u in upcast] == pytest.approx([n.mean for n in naive], rel=0.02)
+
+
+# ---- batch composition, out-of-memory back-off and the buffered head -------------------------
+
+
+def test_out_of_memory_back_off_changes_no_answer(models, monkeypatch):
+    # The batches are planned from the requests and the budget alone; a back-off runs each
+    # planned batch in slices laid out as the whole batch, so every answer is the same.
+    model = models["llama"]
+    seqs, prefix = _prefixed(model.config.vocab_size, seed=21)
+    seqs += _sequences(model.config.vocab_size, seed=22)
+    losses = [LossRequest(s, score_from=prefix + 1 if len(s) > prefix + 1 else 1) for s in seqs]
+    choices = [ChoiceRequest(s, choice_ids=(20, 21, 22)) for s in seqs]
+    calm = BatchedEngine(model, batch_tokens=4096)
+    want = (calm.loss(losses), calm.choice_logprobs(choices))
+    plan = calm.plan([len(r.token_ids) - 1 for r in losses], [r.token_ids for r in losses])
+
+    decoder = model.base_model
+    real_forward = decoder.forward
+
+    def forward(*args, **kwargs):
+        if kwargs["input_ids"].shape[0] > 2:  # only slices of at most two rows fit
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(decoder, "forward", forward)
+    tight = BatchedEngine(model, batch_tokens=4096)
+    got = (tight.loss(losses), tight.choice_logprobs(choices))
+    assert tight.slice_tokens is not None  # it did back off
+    assert tight.plan([len(r.token_ids) - 1 for r in losses], [r.token_ids for r in losses]) == plan
+    assert got == want  # exactly: the same planned batches, the same layouts
+
+
+def test_padding_rule_cuts_long_batches_only():
+    from finetune.eval.batching import EFFICIENT_TOKENS, longest_first, next_batch
+
+    long = [3000, 2950, 2000, 1990]
+    order = longest_first(long)
+    # 3000 + 2950 pads little; 2000 would pad a third of a three-row batch.
+    assert next_batch(order, long, 0, batch_tokens=12_000, max_padding=0.1).indices == (0, 1)
+    assert next_batch(order, long, 0, batch_tokens=12_000).indices == (0, 1, 2, 3)  # rule off
+    # Short rows are batched whatever their padding, until they fill `EFFICIENT_TOKENS`.
+    short = [100] + [40] * 60
+    batch = next_batch(longest_first(short), short, 0, batch_tokens=10**6, max_padding=0.1)
+    assert 100 + 40 * (batch.rows - 1) >= EFFICIENT_TOKENS > 100 + 40 * (batch.rows - 2)
+
+
+def test_engine_plans_with_the_padding_rule_except_for_generation(models):
+    engine = BatchedEngine(models["llama"], batch_tokens=12_000, share_prefixes=False)
+    lengths = [3000, 2950, 2000, 1990]
+    keys = [(i,) * n for i, n in enumerate(lengths)]
+    assert [b.indices for b in engine.plan(lengths, keys)] == [(0, 1), (2, 3)]
+    assert [b.indices for b in engine.plan(lengths, keys, padding_rule=False)] == [(0, 1, 2, 3)]
+
+
+@pytest.mark.parametrize("post", [None, "softcap", "scale"])
+def test_buffered_head_gives_the_heads_values(tiny_model_dir, post):
+    from finetune.eval._forward import SplitModel
+
+    model = _load(tiny_model_dir)
+    split = SplitModel(model, torch.device("cpu"))
+    split._checked = True
+    if post == "softcap":
+        split._softcap = 0.7
+    elif post == "scale":
+        split._scale = 0.25
+    hidden = torch.randn(37, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    assert split.head_buffers(16) is None  # autograd on: out= kernels would refuse
+    with torch.inference_mode():
+        _check_buffered_head(split, hidden, model.config.vocab_size)
+
+
+def _check_buffered_head(split, hidden, vocab):
+    from finetune.eval._forward import chunked_nll
+
+    buffers = split.head_buffers(16)
+    assert buffers is not None
+    assert torch.equal(split.head_into(hidden[:16], buffers), split.head(hidden[:16]))
+    assert torch.equal(split.head_into(hidden[16:25], buffers), split.head(hidden[16:25]))
+    targets = torch.randint(0, vocab, (37,), generator=torch.Generator().manual_seed(1))
+    rows = torch.tensor([0] * 20 + [1] * 17)
+    got = chunked_nll(split, hidden, targets, rows, 2, chunk=16)
+    nll = torch.nn.functional.cross_entropy(split.head(hidden), targets, reduction="none").double()
+    assert torch.allclose(got, torch.stack([nll[:20].sum(), nll[20:].sum()]), rtol=1e-12)
