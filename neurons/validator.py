@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     # The log console, like the report console, survives a closed stream (no SystemExit).
     logging.basicConfig(level=settings.log_level, format="%(message)s",
                         handlers=[RichHandler(show_path=False, console=make_console(stderr=True))])
-    from finetune.validator.build import run_validator  # torch and friends: not needed for --help
+    # torch and friends: not needed for --help
+    from finetune.eval.loading import quiet_library_output
+    from finetune.validator.build import run_validator
+
+    quiet_library_output()  # library bars and notices; the scoring child does the same
 
     try:
         return run_validator(settings)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 for name, value in {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "WANDB_MODE": "disabled",
-                    "TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}.items():
+                    "TOKENIZERS_PARALLELISM": "false"}.items():
     os.environ.setdefault(name, value)
 
 
@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from finetune.demo import run_demo
+    from finetune.eval.loading import quiet_library_output
+
+    quiet_library_output()  # as the validator does: no library bars and notices between the steps
 
     result = run_demo(args.out)
     print(f"result written to {args.out / 'result.json'}")

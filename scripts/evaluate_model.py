@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import competitions  # noqa: E402
-from finetune.competition import ModelConstraints  # noqa: E402
+from finetune.competition import Aggregation, ModelConstraints  # noqa: E402
 from finetune.datasets import DataConfig  # noqa: E402
 from finetune.errors import FinetuneError  # noqa: E402
 from finetune.eval import ModelEvaluation, evaluate_model, prepare_task_data  # noqa: E402
@@ -109,24 +110,28 @@ def _validator_total(evaluation: ModelEvaluation, competition, protocol: Scoring
     return reference_score(raws, competition.tasks, evaluation.dropped)
 
 
-def _print_table(evaluation: ModelEvaluation) -> None:
+def _print_table(evaluation: ModelEvaluation, helm: bool) -> None:
+    """Each task's scores, and why a failed one gave none. A HELM-ranked competition uses only
+    the raw scores (against the other models'), so it shows no weighted column and no total."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     from finetune.text import printable
 
+    failures = any(score.failure for score in evaluation.tasks.values())
     table = Table(title=f"{evaluation.competition} (seed {evaluation.seed})")
-    for column in ("task", "raw", "normalised", "weighted", "samples"):
-        table.add_column(column, justify="left" if column == "task" else "right")
+    numbers = ("raw",) if helm else ("raw", "normalised", "weighted")
+    for column in ("task", *numbers, "samples", *(("failure",) if failures else ())):
+        table.add_column(column, justify="left" if column in ("task", "failure") else "right")
     for name, score in evaluation.tasks.items():
-        table.add_row(
-            name, f"{score.raw:.4f}", f"{score.normalized:.4f}", f"{score.weighted:.4f}",
-            str(score.samples),
-        )
+        values = [score.raw] if helm else [score.raw, score.normalized, score.weighted]
+        why = (Text(printable(score.failure)),) if failures else ()
+        table.add_row(name, *(f"{v:.4f}" for v in values), str(score.samples), *why)
     for name, reason in evaluation.dropped.items():
-        table.add_row(name, "dropped", Text(printable(reason)), "", "")
-    table.add_row("total", "", "", f"{evaluation.total:.4f}", "", style="bold")
+        table.add_row(name, "dropped", Text(printable(reason)))
+    if not helm:
+        table.add_row("total", "", "", f"{evaluation.total:.4f}", style="bold")
     Console().print(table)
 
 
@@ -181,13 +186,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: scoring failed ({type(e).__name__}: {printable(e)}); a validator would score this "
               "model inf", file=sys.stderr)
         return 1
+    helm = competition.aggregation is Aggregation.HELM
     total = _validator_total(evaluation, competition, protocol)
-    print(f"protocol {protocol.name}: score {total:.6f} (what a validator of that protocol computes "
-          f"for seed {args.seed})")
-    _print_table(evaluation)
+    if helm:
+        print(f"protocol {protocol.name}: HELM ranking: each task's raw score is ranked against the other "
+              "models' (task weights and a total are not used)")
+        if not math.isfinite(total):
+            print("a task gave no score: a validator counts the model as failed (no weight this round)")
+    else:
+        print(f"protocol {protocol.name}: score {total:.6f} (what a validator of that protocol computes "
+              f"for seed {args.seed})")
+    _print_table(evaluation, helm)
     if args.json:
         result = {**evaluation.to_json(), "violations": violations, "protocol": protocol.name,
-                  "validator_score": total}
+                  "aggregation": competition.aggregation.value, "validator_score": None if helm else total}
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

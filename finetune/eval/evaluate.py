@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from finetune.competition import Competition, EvalTaskSpec
 from finetune.datasets import DataConfig, Sample, load_task_samples
 from finetune.errors import DataUnavailable
 from finetune.eval.loading import load_model
-from finetune.eval.methods import get_method
+from finetune.eval.methods import TaskFailed, get_method
 from finetune.eval.naive import NaiveEngine
 from finetune.eval.prompting import PromptContext, prompt_context
 from finetune.eval.requests import Engine
@@ -45,33 +46,47 @@ class TaskData:
 
 @dataclass(frozen=True)
 class TaskScore:
-    """One task's result. `weighted` uses the weight rescaled over the tasks not dropped."""
+    """One task's result. `weighted` uses the weight rescaled over the tasks not dropped.
+
+    `failure` says why the task gave no score (``"degenerate: 12 of 20 gate positions
+    agree"``; the part before the colon is a short code), "" when it scored. A failed task
+    has raw ``inf``; what that does to the total depends on its normalisation (see
+    `finetune.scoring.aggregate_score`).
+    """
 
     raw: float
     normalized: float
     weighted: float
     samples: int
     version: int
+    failure: str = ""
 
-    def to_json(self) -> dict[str, float | int]:
+    def to_json(self) -> dict[str, float | int | str]:
         return {
             "raw": self.raw,
             "normalized": self.normalized,
             "weighted": self.weighted,
             "samples": self.samples,
             "version": self.version,
+            "failure": self.failure,
         }
 
 
 @dataclass(frozen=True)
 class ModelEvaluation:
-    """A model's scores on a competition. `total` is lower-is-better; ``inf`` = failed."""
+    """A model's scores on a competition. `total` is lower-is-better; ``inf`` = failed.
+
+    `timings` (seconds; not part of `to_json`, the worker reports them): ``load_s`` (model
+    and tokenizer), ``tokenize_s`` (building every task's requests: templates, tokenising,
+    and the scoring of results), ``score_s`` (the engine's calls) and ``total_s``.
+    """
 
     competition: str
     seed: int
     tasks: Mapping[str, TaskScore]
     total: float
     dropped: Mapping[str, str] = field(default_factory=dict)
+    timings: Mapping[str, float] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """Plain data for a JSON file. Non-finite scores stay floats (``Infinity`` in JSON)."""
@@ -198,8 +213,9 @@ def evaluate_model(
 
     Returns:
         Per-task scores, the total and the dropped tasks, combined by `finetune.scoring`
-        (the validator's maths). A failed task has raw ``inf`` (NaN is reported as ``inf``);
-        see `finetune.scoring.aggregate_score` for how a failure and "no task left" count.
+        (the validator's maths). A failed task has raw ``inf`` (NaN is reported as ``inf``)
+        and its reason in `TaskScore.failure`; see `finetune.scoring.aggregate_score` for how
+        a failure and "no task left" count.
 
     Raises:
         ModelRejected: the directory cannot be loaded as a causal LM (see `load_model`).
@@ -207,12 +223,15 @@ def evaluate_model(
         EvalFailed: under the reference's rules, what fails the whole model there (a
             tokenizer without chat template, a reference of no tokens).
     """
+    started = time.perf_counter()
     model, tokenizer = _load(model_or_dir, competition, device, tokenizer_dir)
+    loaded = time.perf_counter()
     if engine is None:
         engine = default_engine(
             model, device=device, batch_tokens=batch_tokens,
             loss_in_model_dtype=rules.loss_in_model_dtype,
         )
+    engine = _TimedEngine(engine)
     ctx = prompt_context(
         tokenizer,
         competition.constraints.sequence_length,
@@ -224,10 +243,13 @@ def evaluate_model(
         if task.name not in dropped and not task_data.samples.get(task.name):
             dropped[task.name] = "no_samples"
     raws: dict[str, float] = {}
+    failures: dict[str, str] = {}
     with _progress(progress) as report:
         for task in competition.tasks:
             if task.name not in dropped:
-                raws[task.name] = _run_task(engine, task, task_data.samples[task.name], ctx, report)
+                raws[task.name], failures[task.name] = _run_task(
+                    engine, task, task_data.samples[task.name], ctx, report
+                )
     # The same maths as the validator's: weights rescaled over the tasks kept (SPEC §5).
     weights = effective_weights(competition.tasks, dropped)
     normalized = normalised_scores(raws, competition.tasks, dropped)
@@ -238,16 +260,48 @@ def evaluate_model(
             weighted=weights[name] * normalized[name],
             samples=len(task_data.samples[name]),
             version=competition.task(name).version,
+            failure=failures[name],
         )
         for name, raw in raws.items()
     }
+    done = time.perf_counter()
     return ModelEvaluation(
         competition=competition.name,
         seed=task_data.seed,
         tasks=scores,
         total=aggregate_score(raws, competition.tasks, dropped),
         dropped=dropped,
+        timings={
+            "load_s": loaded - started,
+            "tokenize_s": done - loaded - engine.seconds,
+            "score_s": engine.seconds,
+            "total_s": done - started,
+        },
     )
+
+
+class _TimedEngine:
+    """The engine, with the seconds spent in its calls added up (the scoring time)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.seconds = 0.0
+
+    def _timed(self, name: str, requests: Sequence[Any], progress: Any) -> list:
+        start = time.perf_counter()
+        try:
+            return getattr(self.engine, name)(requests, progress)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def loss(self, requests, progress=None):  # noqa: D102 - the Engine protocol
+        return self._timed("loss", requests, progress)
+
+    def generate(self, requests, progress=None):  # noqa: D102
+        return self._timed("generate", requests, progress)
+
+    def choice_logprobs(self, requests, progress=None):  # noqa: D102
+        return self._timed("choice_logprobs", requests, progress)
 
 
 def _run_task(
@@ -256,7 +310,8 @@ def _run_task(
     samples: Sequence[Sample],
     ctx: PromptContext,
     report: TaskProgress | None,
-) -> float:
+) -> tuple[float, str]:
+    """The task's raw score and, when it gave none, why (raw ``inf``)."""
     method = get_method(task.method)
     total = method.work(len(samples))
     done = 0
@@ -269,9 +324,16 @@ def _run_task(
 
     if report:
         report(task.name, 0, total)
-    raw = method.run(engine, samples, task, ctx, advance)
+    try:
+        raw = method.run(engine, samples, task, ctx, advance)
+    except TaskFailed as failed:
+        logger.info("task %s failed on %d samples: %s", task.name, len(samples), failed)
+        return math.inf, str(failed)
     logger.info("task %s: raw %.6g on %d samples", task.name, raw, len(samples))
-    return raw if not math.isnan(raw) else math.inf
+    # No method returns these (they raise TaskFailed); should one, it still says so.
+    if math.isnan(raw):
+        return math.inf, "nan: the score is NaN"
+    return raw, "" if math.isfinite(raw) else f"non_finite: the score is {raw}"
 
 
 @contextmanager

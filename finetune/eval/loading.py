@@ -137,6 +137,26 @@ def _check_loading_info(info: dict, *, allow_unused: bool) -> None:
         raise ModelRejected(f"tensors no layer uses: {_names(unexpected)}", reason="unused_weights")
 
 
+def quiet_library_output() -> None:
+    """Turn off what transformers and huggingface_hub print by themselves; call it once, where
+    a long-running process (the validator, its scoring child) starts.
+
+    Their progress bars ("Loading weights", "Writing model shards", downloads) and notices
+    (the tokenizer's PAD/BOS/EOS alignment, the loading report of missing or unexpected keys,
+    which `load_model` itself turns into a rejection with its reason) would interleave with
+    the process's own log lines. transformers' errors are kept, and go through the `logging`
+    handlers the process configured rather than transformers' own.
+    """
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_default_handler()
+    transformers_logging.enable_propagation()
+
+
 def load_model(
     model_dir: str | Path,
     *,
@@ -201,5 +221,6 @@ __all__ = [
     "load_config",
     "load_model",
     "load_tokenizer",
+    "quiet_library_output",
     "resolve_dtype",
 ]

@@ -278,6 +278,7 @@ def train_options(settings: MinerSettings, device: str) -> TrainOptions:
         device=device,
         batch_tokens=settings.batch_tokens,
         seed=settings.seed,
+        progress=settings.progress,
     )
 
 

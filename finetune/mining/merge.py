@@ -262,5 +262,6 @@ def merge_models(
         elapsed_s=round(time.perf_counter() - started, 3),
     )
     (out / REPORT_FILE).write_text(report.model_dump_json(indent=2) + "\n")
-    logger.info("merged into %s (%d bytes) in %.1fs", out, report.output_bytes, report.elapsed_s)
+    # The result itself is the caller's to show (the script prints it once, from the report).
+    logger.debug("merged into %s (%d bytes) in %.1fs", out, report.output_bytes, report.elapsed_s)
     return report

@@ -95,6 +95,9 @@ class MinerSettings(ChainSettings):
     upload_if_better: bool = Field(False, description="upload out/best when it beats the chain's best")
     repo: str | None = Field(None, description="Hub repo id for --upload-if-better")
     max_candidates: int = Field(3, ge=1, description="chain models scored for --upload-if-better")
+    progress: bool = Field(
+        True, description="a progress bar of the training against --max-hours, on a terminal (--no-progress: none)"
+    )
 
 
 def parse_settings(cls: type[S], argv: list[str] | None = None) -> S:

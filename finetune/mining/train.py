@@ -1,7 +1,8 @@
 """Supervised fine-tuning under a wall-clock budget, scored by the validator's own code.
 
 `train_model` runs a transformers `Trainer` on masked (prompt, response) sequences (see
-`sft_data`), optionally through PEFT LoRA adapters, with three callbacks:
+`sft_data`), optionally through PEFT LoRA adapters, with three callbacks (and, with
+``progress``, a `TrainingProgress` bar against the time budget):
 
 - `TimeBudgetCallback` stops cleanly (checkpoint saved) once the budget is spent; the time
   spent is kept in ``out/budget.json`` (updated every step, so a crash keeps it too) and a
@@ -35,6 +36,7 @@ from finetune.competition import Competition
 from finetune.eval import ModelEvaluation, TaskData, evaluate_model
 from finetune.eval.loading import load_model, resolve_dtype
 from finetune.mining.sft_data import EncodedExample, SftCollator, SftDataset
+from finetune.mining.train_progress import TrainingProgress
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class TrainOptions:
     device: str = "cpu"
     batch_tokens: int = 8192
     seed: int = 42
+    progress: bool = False  # a progress bar on stderr, when it is a terminal
 
 
 @dataclass(frozen=True)
@@ -420,7 +423,7 @@ def train_model(
         train_dataset=SftDataset(examples),
         data_collator=SftCollator(int(pad)),
         processing_class=tokenizer,
-        callbacks=[budget, scoring],
+        callbacks=[budget, scoring, *([TrainingProgress(budget)] if options.progress else [])],
     )
     trainer.remove_callback(PrinterCallback)
     started = time.monotonic()

@@ -218,7 +218,8 @@ def upload_model(
             reason="commitment_mismatch",
         )
     store.set_private(repo_id, False)
-    logger.info("committed %s at block %d; %s is now public", commitment, read_back[1], repo_id)
+    # The result itself is the caller's to show (the scripts print it once, from the report).
+    logger.debug("committed %s at block %d; %s is now public", commitment, read_back[1], repo_id)
     return UploadReport(model_id, commitment, read_back[1], digest, hotkey)
 
 

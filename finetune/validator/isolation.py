@@ -40,6 +40,11 @@ _OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memor
 # server's preloaded torch and transformers, ~0.5 GiB) on top of the budget: RLIMIT_DATA
 # counts from that baseline too.
 _BASELINE_SLACK = 1 << 30
+# A child that has answered is left this long to exit by itself before it is killed. Its exit
+# handlers unlink the named semaphores it created (tqdm makes one for its bars, under the fork
+# server's start method); killed at once, it leaks them, and the resource tracker warns about
+# them when the validator exits.
+_EXIT_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,8 @@ def run_in_child(
             if not process.is_alive() and not receiver.poll(0):
                 break
     finally:
+        if message is not None:
+            process.join(timeout=_EXIT_GRACE_S)
         if process.is_alive():
             process.kill()
         process.join(timeout=10)

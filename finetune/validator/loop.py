@@ -210,7 +210,8 @@ class Validator:
     def _evaluate_model(self, model: TrackedModel, competition: Competition, task_data,
                         protocol: ScoringProtocol) -> WorkerOutcome:
         options = {"device": self.config.device, "batch_tokens": self.config.batch_tokens,
-                   "rules": protocol.eval, "tokenizer_dir": self.config.tokenizer_dir}
+                   "rules": protocol.eval, "tokenizer_dir": self.config.tokenizer_dir,
+                   "label": f"uid {model.uid}"}  # the worker's progress lines name the miner
         try:
             # A model in a round must outlive the cleanup thread's grace period, even when
             # its miner has since committed a newer revision (which prunes the older ones).

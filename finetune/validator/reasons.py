@@ -242,7 +242,8 @@ REASONS: tuple[Reason, ...] = (
        "Check the model with `scripts/evaluate_model.py`; lower the learning rate"),
     _r("non_finite", "scoring",
        "A task gave no finite score: a NaN or inf loss (e.g. NaN weights the norm check cannot "
-       "see, such as the output head), or a failed gate such as degenerate generation",
+       "see, such as the output head), on a task whose normalisation has no cap (a failed task "
+       "of a capped one, such as a degenerate FINEWEB gate, counts that task's maximum instead)",
        "Check every weight is finite and that generation stops; run `scripts/evaluate_model.py`"),
     _r("negative_score", "scoring",
        "The total is negative, which losses and error rates never are",

@@ -77,6 +77,21 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
+def failure_code(failure: str) -> str:
+    """The short code of a task failure (``"degenerate: 12 of 20 ..."`` -> ``"degenerate"``)."""
+    return failure.split(":", 1)[0].strip()
+
+
+def _task_cell(raw: float, normalized: float, failure: str, digits: int, sep: str = " ") -> str:
+    """``raw/normalised``, and the failure's code when the task gave no score: ``inf/1.000 (degenerate)``."""
+    text = f"{_fmt(raw, digits)}/{_fmt(normalized, digits)}"
+    return f"{text}{sep}({printable(failure_code(failure), 40)})" if failure else text
+
+
+def _failures_note(model) -> str:
+    return "; ".join(f"{name}: {failure}" for name, failure in sorted(model.task_failures.items()))
+
+
 def round_table(result: RoundResult) -> Table:
     """uid, repo, score, epsilon advantage, win rate, weights and per-task raw/normalised."""
     task_names = sorted({name for m in result.models for name in m.tasks})
@@ -101,8 +116,10 @@ def round_table(result: RoundResult) -> Table:
         ]
         for name in task_names:
             raw, normalized = model.tasks.get(name, (math.nan, math.nan))
-            cells.append(f"{_fmt(raw, 3)}/{_fmt(normalized, 3)}")
-        cells.append(cell(model.reason))
+            cells.append(cell(_task_cell(raw, normalized, model.task_failures.get(name, ""), 3)))
+        # A model's own failure names its failed tasks already; a model that still scored
+        # (a capped task's failure counts 1) says here which task failed and why.
+        cells.append(cell(model.reason or _failures_note(model), 200))
         table.add_row(*cells)
     if result.dropped_tasks:
         table.caption = cell("dropped tasks: " + ", ".join(f"{k} ({v})" for k, v in result.dropped_tasks.items()),
@@ -155,14 +172,16 @@ def round_lines(result: RoundResult) -> list[str]:
             f"block {result.block_now} seed {result.seed:x} models {len(result.models)}")
     lines = [head]
     for model in sorted(result.models, key=lambda m: (-result.ema.get(m.hotkey, 0.0), m.score)):
-        tasks = " ".join(f"{printable(name, 40)}={_fmt(raw, 4)}/{_fmt(norm, 4)}"
+        tasks = " ".join(f"{printable(name, 40)}={_task_cell(raw, norm, model.task_failures.get(name, ''), 4, '')}"
                          for name, (raw, norm) in sorted(model.tasks.items()))
+        note = (f" reason {printable(model.reason, 200)}" if model.reason
+                else f" failed_tasks {printable(_failures_note(model), 200)}" if model.task_failures else "")
         lines.append(
             f"  uid {model.uid} repo {printable(model.repo_id, 60)}@{model.revision[:8]} block {model.block} "
             f"score {_fmt(model.score, 6)} win_rate {_fmt(model.win_rate, 4)} "
             f"step {_fmt(result.step_weights.get(model.hotkey, 0.0), 4)} "
             f"weight {_fmt(result.ema.get(model.hotkey, 0.0), 6)} {tasks}"
-            + (f" reason {printable(model.reason, 200)}" if model.reason else "")
+            + note
         )
     if result.dropped_tasks:
         lines.append("  dropped tasks: " + printable(
@@ -180,7 +199,8 @@ def round_json(result: RoundResult) -> list[str]:
             "uid": model.uid, "hotkey": model.hotkey, "repo": model.repo_id, "revision": model.revision,
             "score": _json_number(model.score), "win_rate": model.win_rate,
             "step": result.step_weights.get(model.hotkey, 0.0), "weight": result.ema.get(model.hotkey, 0.0),
-            "tasks": {n: {"raw": _json_number(r), "normalized": _json_number(v)} for n, (r, v) in model.tasks.items()},
+            "tasks": {n: {"raw": _json_number(r), "normalized": _json_number(v),
+                          "failure": model.task_failures.get(n, "")} for n, (r, v) in model.tasks.items()},
             "reason": model.reason,
         }, ensure_ascii=True))  # miner text stays escaped in the line
     return out

@@ -89,6 +89,7 @@ class ModelRoundResult:
     epsilon_advantage: float  # the epsilon this model enjoys against later uploads
     tasks: dict[str, tuple[float, float]]  # task -> (raw, normalised)
     reason: str = ""
+    task_failures: dict[str, str] = field(default_factory=dict)  # task -> why it gave no score
 
 
 @dataclass(frozen=True)
@@ -261,6 +262,8 @@ def execute_round(
             tasks={n: (raws.get(n, math.inf), normalised.get(n, math.inf)) for n in normalised},
             reason=(printable(f"{outcome.reason}: {outcome.detail}", 120) if not outcome.ok
                     else NOT_COMPETITIVE if hotkey in failed else ""),
+            task_failures={n: printable(v["failure"], 200) for n, v in outcome.tasks.items()
+                           if n in normalised and v.get("failure")},
         ))
     return RoundResult(
         competition_id=competition.id, competition_name=competition.name, window_block=plan.window_block,
@@ -345,7 +348,7 @@ def apply_round(
         state.record_eval(plan.competition.id, model.hotkey, EvalRecord(
             window_block=plan.window_block, revision=model.revision, score=model.score,
             win_rate=model.win_rate, tasks={n: raw for n, (raw, _) in model.tasks.items()},
-            fingerprint=fingerprint, reason=model.reason,
+            task_failures=dict(model.task_failures), fingerprint=fingerprint, reason=model.reason,
             winner_block=winner.block if winner else 0, winner_score=winner.score if winner else math.inf,
         ), keep_last=EVAL_HISTORY_LENGTH)
     comp.ema = dict(result.ema)

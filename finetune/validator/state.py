@@ -58,6 +58,8 @@ class EvalRecord(BaseModel):
     score: float  # inf when the evaluation failed
     win_rate: float = 0.0
     tasks: dict[str, float] = Field(default_factory=dict)  # task -> raw
+    # task -> why it gave no score (raw inf), "code: detail" ("degenerate: 12 of 20 gate positions agree")
+    task_failures: dict[str, str] = Field(default_factory=dict)
     fingerprint: str = ""  # task names and versions, so a change of tasks earns a re-evaluation
     reason: str = ""
     # The round's winner then (the reference's retry rule compares with it). A float: the

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +28,8 @@ class WorkerOutcome:
 
     ok: bool
     total: float  # inf on any failure
-    tasks: dict[str, dict[str, float]] = field(default_factory=dict)  # name -> raw/normalized/weighted/samples
+    # name -> raw/normalized/weighted/samples, and "failure": why a task gave no score ("" if it did)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
     dropped: dict[str, str] = field(default_factory=dict)
     reason: str = ""  # failure code: timeout, crashed, nan, non_finite, out_of_memory, aborted, ...
     detail: str = ""
@@ -34,11 +37,86 @@ class WorkerOutcome:
     peak_rss_bytes: int = 0
 
 
+# A long task logs a progress line at most this often (besides its start and its end).
+PROGRESS_EVERY_S = 10.0
+
+
+class ProgressLog:
+    """A `TaskProgress` callback that logs a model's scoring: each task's start and end, and
+    in between at most one line every `every_s` seconds per task.
+
+    Counts are the method's engine requests (a sample of IF-eval is two, FINEWEB adds its two
+    gate generations). A task can end short of its total (a failed gate skips the losses), so
+    a task's end is logged when the next task starts, or at `close`.
+    """
+
+    def __init__(self, label: str, *, every_s: float = PROGRESS_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.label = label
+        self.every_s = every_s
+        self._clock = clock
+        self._task = ""
+        self._done = self._total = 0
+        self._started = self._logged = 0.0
+
+    def __call__(self, task: str, completed: int, total: int) -> None:
+        now = self._clock()
+        if task != self._task:
+            self.close()
+            self._task, self._started, self._logged = task, now, now
+            logger.info("%s: %s started, %d requests", self.label, task, total)
+        self._done, self._total = min(completed, total), total
+        if now - self._logged >= self.every_s and self._done < total:
+            self._logged = now
+            logger.info("%s: %s %d/%d requests, %.0f s", self.label, task, self._done, total, now - self._started)
+
+    def close(self, ending: str = "done") -> None:
+        """Log the end of the task in progress, if any (`ending`: ``done``, or ``stopped``
+        when the scoring raised)."""
+        if self._task:
+            logger.info("%s: %s %s, %d/%d requests in %.0f s", self.label, self._task, ending, self._done,
+                        self._total, self._clock() - self._started)
+            self._task = ""
+
+
+def _configure_child_logging() -> None:
+    """The scoring child starts from the fork server, without the daemon's logging: its own
+    lines go to stderr (which it shares with the daemon), library noise stays off."""
+    from finetune.eval.loading import quiet_library_output
+
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)-8s %(message)s", "%x %X"))
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+        logger.setLevel(logging.INFO)
+    quiet_library_output()
+
+
+def _folder_label(model_dir: str) -> str:
+    """The model as the cache folder ``<hotkey>/<revision>`` names it: ``5DXc4Xfh@b44384cc``."""
+    path = Path(model_dir)
+    return f"{path.parent.name[:8]}@{path.name[:8]}"
+
+
 def _default_job(model_dir: str, competition: Any, task_data: Any, options: dict) -> dict:
+    started_at = time.time()  # wall clock, comparable with the parent's: the worker's start-up
+    _configure_child_logging()
     from finetune.eval import evaluate_model
 
-    evaluation = evaluate_model(Path(model_dir), competition, task_data, **options)
-    return evaluation.to_json()
+    options = dict(options)
+    progress = ProgressLog(str(options.pop("label", "") or _folder_label(model_dir)))
+    try:
+        evaluation = evaluate_model(Path(model_dir), competition, task_data, progress=progress, **options)
+    except BaseException:
+        progress.close("stopped")
+        raise
+    progress.close()
+    # Phases of the job (load, tokenize, score) and when it began and ended: the parent
+    # derives the worker's start and the result's transfer from them.
+    timings = {**evaluation.timings, "job_started_at": started_at, "job_finished_at": time.time()}
+    return {**evaluation.to_json(), "timings": timings}
 
 
 def _outcome_from_result(result: dict, elapsed: float, peak: int) -> WorkerOutcome:
@@ -55,9 +133,10 @@ def _outcome_from_result(result: dict, elapsed: float, peak: int) -> WorkerOutco
     if math.isnan(total):
         return failed("nan", "score is NaN")
     if not math.isfinite(total):
-        # evaluate_model reports a NaN task loss as inf; without a reason the miner would
-        # only see an infinite score.
-        bad = sorted(name for name, values in tasks.items() if not math.isfinite(values.get("raw", math.inf)))
+        # Without a reason the miner would only see an infinite score: name the tasks, and
+        # why each gave no score (evaluate_model reports a NaN task loss as inf too).
+        bad = [f"{name} ({values['failure']})" if values.get("failure") else name
+               for name, values in sorted(tasks.items()) if not math.isfinite(values.get("raw", math.inf))]
         return failed("non_finite", f"no finite score on {', '.join(bad)}" if bad else "no task left to score")
     return WorkerOutcome(True, total, tasks, dropped, elapsed_s=elapsed, peak_rss_bytes=peak)
 
@@ -94,7 +173,9 @@ def run_isolated(
         competition: the `Competition` record to score it for.
         task_data: the round's prepared samples (the same for every model of the round).
         deadline_s: hard wall-clock limit, model loading included.
-        options: keyword options for `evaluate_model` (device, batch_tokens).
+        options: keyword options for `evaluate_model` (device, batch_tokens), and ``label``:
+            how the child's progress lines name the model (``"uid 3"``; default: from
+            `model_dir`).
         job: the function run in the child (tests substitute one); it must be importable
             by the child, i.e. a module-level function.
         should_abort: polled while waiting; True kills the child (shutdown requested).
@@ -112,4 +193,4 @@ def run_isolated(
     return _outcome(child, deadline_s)
 
 
-__all__ = ["WorkerOutcome", "run_isolated"]
+__all__ = ["PROGRESS_EVERY_S", "ProgressLog", "WorkerOutcome", "run_isolated"]

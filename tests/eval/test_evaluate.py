@@ -205,6 +205,32 @@ def test_nan_loss_fails_the_task(loaded):
     data = TaskData(seed=0, samples={"REF": SAMPLES["REF"][:1]})
     result = evaluate_model(loaded, competition, data, engine=NanEngine(loaded[0]))
     assert result.tasks["REF"].raw == math.inf and result.total == math.inf
+    assert result.tasks["REF"].failure == "non_finite_loss: the loss is NaN or inf on 1 of 1 samples"
+    assert result.to_json()["tasks"]["REF"]["failure"] == result.tasks["REF"].failure
+
+
+class LoopingEngine(NaiveEngine):
+    """Continues every prompt with the same token: the degeneracy gate's broken model."""
+
+    def generate(self, requests, progress=None):
+        from finetune.eval import GenerationResult
+
+        return [GenerationResult((5,) * r.max_new_tokens) for r in requests]
+
+
+@pytest.mark.parametrize(("normalization", "total_finite"), [(EXP20, True), (Normalization(), False)])
+def test_a_failed_task_says_why_and_counts_by_its_normalisation(loaded, normalization, total_finite):
+    competition = tiny_competition([task("TEXT", Method.TEXT_LOSS, 0.5, normalization=normalization),
+                                    task("REF", Method.REFERENCE_LOSS, 0.5)])
+    data = TaskData(seed=0, samples={"TEXT": SAMPLES["TEXT"], "REF": SAMPLES["REF"][:1]})
+    result = evaluate_model(loaded, competition, data, engine=LoopingEngine(loaded[0]))
+    text = result.tasks["TEXT"]
+    assert text.raw == math.inf and text.failure == "degenerate: 20 of 20 gate positions agree"
+    assert result.tasks["REF"].failure == ""
+    # Capped: the failed task counts its maximum, 1, and the model still has a score.
+    # Uncapped: it stays inf, and so does the model's total.
+    assert text.normalized == (1.0 if total_finite else math.inf)
+    assert math.isfinite(result.total) is total_finite
 
 
 def test_progress_callback_counts_every_request(loaded):

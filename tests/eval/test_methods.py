@@ -28,7 +28,7 @@ from finetune.eval.methods import (
     reference_loss,
     text_loss,
 )
-from finetune.eval.methods.base import mean_of_means
+from finetune.eval.methods.base import TaskFailed, mean_of_means
 from finetune.eval.prompting import (
     PromptContext,
     chat_text,
@@ -179,9 +179,11 @@ def test_reference_loss_requests_and_score(ctx, tokenizer):
     assert reference_loss.score(results) == pytest.approx(1.5)  # mean of per-sample means
 
 
-def test_non_finite_loss_makes_the_task_fail():
-    assert mean_of_means([LossResult(1.0, 1), LossResult(float("nan"), 2)]) == math.inf
-    assert mean_of_means([]) == math.inf
+def test_non_finite_loss_makes_the_task_fail_and_says_why():
+    with pytest.raises(TaskFailed, match=r"^non_finite_loss: the loss is NaN or inf on 2 of 3 samples$"):
+        mean_of_means([LossResult(1.0, 1), LossResult(float("nan"), 2), LossResult(math.inf, 2)])
+    with pytest.raises(TaskFailed, match=r"^no_samples: "):
+        mean_of_means([])
 
 
 @pytest.mark.parametrize(
@@ -197,13 +199,22 @@ def test_non_finite_loss_makes_the_task_fail():
 )
 def test_degeneracy_gate(first, second, degenerate):
     assert text_loss.is_degenerate(first, second) is degenerate
+    assert bool(text_loss.degeneracy(first, second)) is degenerate
+
+
+def test_a_degenerate_gate_says_what_it_saw():
+    agreeing = text_loss.degeneracy(list(range(20)), list(range(12)) + list(range(100, 108)))
+    assert agreeing == "degenerate: 12 of 20 gate positions agree"
+    looping = text_loss.degeneracy([7] * 14 + list(range(6)), [8] * 12 + list(range(100, 108)))
+    assert looping == "degenerate: one token fills 14 and 12 of the 20 positions of the two gate continuations"
 
 
 def test_text_loss_skips_the_loss_when_the_gate_fails(ctx):
     task = spec(Method.TEXT_LOSS)
     same = GenerationResult(tuple(range(20)))
     engine = RecordingEngine(generations=[same, same], losses=[LossResult(1.0, 1)])
-    assert text_loss.run(engine, [TextSample("hello world")], task, ctx) == math.inf
+    with pytest.raises(TaskFailed, match=r"^degenerate: 20 of 20 gate positions agree$"):
+        text_loss.run(engine, [TextSample("hello world")], task, ctx)
     assert [kind for kind, _ in engine.calls] == ["generate"]
     gate = engine.calls[0][1]
     assert len(gate) == 2 and gate[0].prompt_ids != gate[1].prompt_ids
@@ -424,4 +435,5 @@ def test_reference_gate_continues_the_first_two_documents(ref_ctx):
     assert first.prompt_ids == document_ids(ctx, "the cat sat")
     assert second.prompt_ids == document_ids(ctx, "a dog ran far")
     assert first.suppress_ids == (2,) and first.repetition_penalty == 1.2 and first.stop_ids == ()
-    assert text_loss.run(RecordingEngine(), samples[:1], task, ctx) == math.inf
+    with pytest.raises(TaskFailed, match=r"^too_few_documents: the gate needs two documents, got 1$"):
+        text_loss.run(RecordingEngine(), samples[:1], task, ctx)

@@ -171,3 +171,20 @@ def test_the_live_competition_is_scored_as_a_reference_validator_would(script, c
                        "--tokenizer-dir", gpt4_tokenizer_dir, "--json", tmp_path / "next.json")
     assert code == 0, err
     assert json.loads((tmp_path / "next.json").read_text())["protocol"] == "next"
+
+
+def test_a_helm_competition_shows_the_raw_scores_it_ranks_not_weighted_totals(
+    script, capsys, tiny_model_dir, tmp_path, use_competition
+):
+    from finetune.competition import Aggregation
+
+    use_competition(cheap_competition().model_copy(update={"aggregation": Aggregation.HELM}))
+    out_json = tmp_path / "helm.json"
+    code, out, err = run(script, capsys, "--model", tiny_model_dir, "--competition", "X",
+                         "--offline", "--samples", 2, "--json", out_json)
+    assert code == 0, err
+    assert "HELM ranking" in out and "not used" in out
+    assert "weighted" not in out and "│ total" not in out and ": score " not in out  # no weighted total
+    result = json.loads(out_json.read_text())
+    assert result["aggregation"] == "helm" and result["validator_score"] is None
+    assert all(score["failure"] == "" for score in result["tasks"].values())

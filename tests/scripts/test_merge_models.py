@@ -16,8 +16,9 @@ def cli():
     return load_script("merge_models")
 
 
-def test_merges_with_all_flags(cli, tiny_model_dir, tmp_path, capsys):
+def test_merges_with_all_flags(cli, tiny_model_dir, tmp_path, capsys, caplog):
     out = tmp_path / "out"
+    caplog.set_level("INFO")
     code = cli.main(
         [
             "--method", "dare", "--base", str(tiny_model_dir),
@@ -27,7 +28,10 @@ def test_merges_with_all_flags(cli, tiny_model_dir, tmp_path, capsys):
         ]
     )  # fmt: skip
     assert code == 0
-    assert "dare:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert printed.count("dare:") == 1 and str(out) in printed
+    # The result is printed once, not logged again by the library.
+    assert not any(str(out) in r.getMessage() for r in caplog.records if r.levelname != "DEBUG")
     report = json.loads((out / "merge_report.json").read_text())
     assert report["weights"] == [0.5, 0.25] and report["density"] == 0.3
     assert report["lam"] == 2.0 and report["seed"] == 4 and report["dtype"] == "bfloat16"

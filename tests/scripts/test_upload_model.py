@@ -34,12 +34,18 @@ def _argv(model, tmp_path, wallet_path, *extra):
     ]  # fmt: skip
 
 
-def test_uploads_and_commits(cli, tiny_model_dir, tmp_path, wallet_dir, capsys):
+def test_uploads_and_commits(cli, tiny_model_dir, tmp_path, wallet_dir, capsys, caplog):
     wallet_path, hotkey = wallet_dir
     DevnetChain(tmp_path / "chain.db", netuid=1).register(hotkey)
-    assert cli.main(_argv(tiny_model_dir, tmp_path, wallet_path)) == 0
+    with caplog.at_level("INFO"):
+        assert cli.main(_argv(tiny_model_dir, tmp_path, wallet_path)) == 0
     out = capsys.readouterr().out
     assert "committed miner:tiny:" in out and "miner/tiny is public" in out
+    assert out.count("committed") == 1
+    # The result is printed once: the library's log says the steps, not the result again.
+    logged = [r.getMessage() for r in caplog.records if r.levelname != "DEBUG"]
+    assert any("pushed miner/tiny@" in m for m in logged)
+    assert not any("committed" in m for m in logged), logged
     data, _ = DevnetChain(tmp_path / "chain.db", create=False).read_commitment(hotkey)
     model_id = decode_commitment(data)
     assert isinstance(model_id, ModelId) and model_id.competition_id == 101

@@ -263,3 +263,60 @@ def test_reference_admits_at_most_sixteen_updated_models_the_rest_wait():
     assert {f"m{i:02d}" for i in range(16, 20)} <= waiting  # left for a later round
     plan, _, _ = _reference_round(state, {m.hotkey: 1.0 + m.uid for m in models}, window=1260, block_now=1300)
     assert {f"m{i:02d}" for i in range(16, 20)} <= set(plan.hotkeys)
+
+
+# --- a task that gives no score ----------------------------------------------------------------
+
+CAPPED = EvalTaskSpec(name="FINEWEB", method=Method.TEXT_LOSS, dataset="fineweb", weight=0.5, samples=4,
+                      normalization={"kind": "inverse_exponential", "ceiling": 20.0})
+UNCAPPED = EvalTaskSpec(name="REF", method=Method.REFERENCE_LOSS, dataset="word_sorting", weight=0.5, samples=4)
+TWO_TASKS = COMP.model_copy(update={"tasks": (CAPPED, UNCAPPED)})
+DEGENERATE = "degenerate: 12 of 20 gate positions agree"
+
+
+def _worker_outcome(raws: dict[str, float], failures: dict[str, str]) -> WorkerOutcome:
+    """What the scoring worker sends back for these raw scores: evaluate_model's JSON (its
+    scoring maths), through the worker's own checks."""
+    from finetune.scoring import aggregate_score, effective_weights, normalised_scores
+    from finetune.validator.worker import _outcome_from_result
+
+    normalized = normalised_scores(raws, TWO_TASKS.tasks)
+    weights = effective_weights(TWO_TASKS.tasks)
+    tasks = {n: {"raw": r, "normalized": normalized[n], "weighted": weights[n] * normalized[n], "samples": 4,
+                 "failure": failures.get(n, "")} for n, r in raws.items()}
+    return _outcome_from_result({"total": aggregate_score(raws, TWO_TASKS.tasks), "tasks": tasks}, 1.0, 0)
+
+
+@pytest.mark.parametrize("protocol", ["next", "reference-3.1"])
+def test_a_failed_task_shows_its_reason_and_counts_by_its_normalisation(protocol):
+    from finetune.protocol import PROTOCOLS
+
+    rules = PROTOCOLS[protocol]
+    failed_gate = ({"FINEWEB": math.inf, "REF": 2.0}, {"FINEWEB": DEGENERATE})
+    failed_loss = ({"FINEWEB": 5.0, "REF": math.inf},
+                   {"REF": "non_finite_loss: the loss is NaN or inf on 1 of 4 samples"})
+    healthy = ({"FINEWEB": 5.0, "REF": 3.0}, {})
+    outcomes = {"a": _worker_outcome(*failed_gate), "b": _worker_outcome(*failed_loss), "c": _worker_outcome(*healthy)}
+    state = _state(_model("a", 1, 10, "X"), _model("b", 2, 20, "Y"), _model("c", 3, 30, "Z"))
+    plan = plan_round(state, TWO_TASKS, window_block=900, seed=1, block_now=1000, protocol=rules)
+    result = execute_round(plan, state, lambda model, data: outcomes[model.hotkey], TaskData(seed=1))
+    apply_round(state, plan, result)
+    by_hotkey = result.by_hotkey()
+
+    # Capped: the failed task counts its maximum, 1, and the model keeps a finite score (and
+    # here wins: 0.5 * 1 + 0.5 * 2.0 beats 0.5 * 0.39 + 0.5 * 3.0).
+    a = by_hotkey["a"]
+    assert a.tasks["FINEWEB"] == (math.inf, 1.0) and a.task_failures == {"FINEWEB": DEGENERATE}
+    assert a.score == pytest.approx(1.5) and result.winner == "a"
+    # Uncapped: the task stays inf, so does the model's score: it fails the round.
+    b = by_hotkey["b"]
+    assert b.tasks["REF"] == (math.inf, math.inf) and b.score == math.inf
+    assert b.task_failures == {"REF": "non_finite_loss: the loss is NaN or inf on 1 of 4 samples"}
+    assert b.reason.startswith("non_finite: no finite score on REF (non_finite_loss: ")
+    assert by_hotkey["c"].task_failures == {}
+
+    record = state.competition(7).history["a"][-1]
+    assert record.tasks["FINEWEB"] == math.inf and record.task_failures == {"FINEWEB": DEGENERATE}
+    assert state.competition(7).history["c"][-1].task_failures == {}
+    reloaded = ValidatorState.model_validate_json(state.model_dump_json())
+    assert reloaded.competition(7).history["a"][-1].task_failures == {"FINEWEB": DEGENERATE}

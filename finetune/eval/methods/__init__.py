@@ -1,7 +1,8 @@
 """Eval methods, registered by `finetune.competition.Method` (SPEC §7).
 
 Each method turns samples into engine requests and the engine's results into a raw score
-(lower is better; ``inf`` = failed). Each step is a pure function in the method's module.
+(lower is better), or raises `TaskFailed` saying why there is none. Each step is a pure
+function in the method's module.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from finetune.eval.methods import (
     reference_loss,
     text_loss,
 )
-from finetune.eval.methods.base import EvalMethod
+from finetune.eval.methods.base import EvalMethod, TaskFailed
 
 METHODS: dict[Method, EvalMethod] = {
     Method.MULTIPLE_CHOICE: EvalMethod(multiple_choice.run_generation, MultipleChoiceSample),
@@ -49,4 +50,4 @@ def get_method(method: Method | str) -> EvalMethod:
         raise UnknownIdError(f"unknown eval method {method!r}; known: {known}") from None
 
 
-__all__ = ["METHODS", "EvalMethod", "get_method"]
+__all__ = ["METHODS", "EvalMethod", "TaskFailed", "get_method"]

@@ -1,7 +1,9 @@
 """What every eval method shares: its record in the registry and small scoring helpers.
 
 A method is a pair of pure functions (samples -> requests, results -> raw score) joined by a
-`run` function that asks the engine. Raw scores: lower is better, ``inf`` means failed.
+`run` function that asks the engine. Raw scores: lower is better. A task that gives no score
+raises `TaskFailed` with the reason; `evaluate_model` records it as a raw ``inf`` with that
+reason beside it.
 """
 
 from __future__ import annotations
@@ -12,13 +14,23 @@ from dataclasses import dataclass
 
 from finetune.competition import EvalTaskSpec, GenerationSpec
 from finetune.datasets.samples import Sample
-from finetune.errors import ConfigError
+from finetune.errors import ConfigError, FinetuneError
 from finetune.eval.prompting import PromptContext
 from finetune.eval.requests import Engine, GenerationRequest, LossResult, ProgressCallback
 
 RunMethod = Callable[
     [Engine, Sequence[Sample], EvalTaskSpec, PromptContext, ProgressCallback | None], float
 ]
+
+
+class TaskFailed(FinetuneError, RuntimeError):
+    """A task gave no score for this model. The message is the reason the validator shows
+    and records, ``"code: detail"`` (``"degenerate: 12 of 20 gate positions agree"``).
+
+    It never leaves `evaluate_model`, which turns it into a raw ``inf`` and the task's
+    `failure` (no reason code: it is never recorded as a model's failure by itself); so it
+    lives beside the methods rather than in `finetune.errors`.
+    """
 
 
 @dataclass(frozen=True)
@@ -60,12 +72,17 @@ def generation_request(
 
 
 def mean_of_means(results: Sequence[LossResult]) -> float:
-    """Mean over samples of each sample's mean loss; ``inf`` if any is not finite or none."""
+    """Mean over samples of each sample's mean loss.
+
+    Raises:
+        TaskFailed: no result (every sample was left out), or a loss that is NaN or inf.
+    """
     if not results:
-        return math.inf
+        raise TaskFailed("no_samples: no sample left to score")
     means = [r.mean for r in results]
-    if not all(math.isfinite(m) for m in means):
-        return math.inf
+    bad = sum(not math.isfinite(m) for m in means)
+    if bad:
+        raise TaskFailed(f"non_finite_loss: the loss is NaN or inf on {bad} of {len(means)} samples")
     return sum(means) / len(means)
 
 

@@ -49,7 +49,11 @@ def build_requests(samples: Sequence[ReferenceSample], ctx: PromptContext) -> li
 
 
 def score(results: Sequence[LossResult]) -> float:
-    """Mean over samples of the per-sample mean CE (``inf`` if any is not finite)."""
+    """Mean over samples of the per-sample mean CE.
+
+    Raises:
+        TaskFailed: a loss is not finite, or no sample is left (all longer than allowed).
+    """
     return mean_of_means(results)
 
 
@@ -60,6 +64,10 @@ def run(
     ctx: PromptContext,
     progress: ProgressCallback | None = None,
 ) -> float:
-    """Raw score of REFERENCE_LOSS."""
+    """Raw score of REFERENCE_LOSS.
+
+    Raises:
+        TaskFailed: see `score`.
+    """
     check_samples(samples, ReferenceSample, spec)
     return score(engine.loss(build_requests(samples, ctx), progress))

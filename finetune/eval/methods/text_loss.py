@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from finetune.competition import EvalTaskSpec, GenerationSpec
 from finetune.datasets.samples import TextSample
-from finetune.eval.methods.base import check_samples, mean_of_means
+from finetune.eval.methods.base import TaskFailed, check_samples, mean_of_means
 from finetune.eval.prompting import PromptContext, document_ids, prompt_ids
 from finetune.eval.requests import (
     Engine,
@@ -71,8 +71,8 @@ def gate_requests(
     ]
 
 
-def is_degenerate(first: Sequence[int], second: Sequence[int], *, length: int = 20) -> bool:
-    """Whether two gate continuations of `length` tokens show a broken model.
+def degeneracy(first: Sequence[int], second: Sequence[int], *, length: int = 20) -> str:
+    """Why two gate continuations of `length` tokens show a broken model ("" if they do not).
 
     Half the length is the limit both ways: unrelated prompts should not share that many
     positions, and a token filling more than half of a continuation is a repetition loop.
@@ -81,18 +81,32 @@ def is_degenerate(first: Sequence[int], second: Sequence[int], *, length: int = 
     half = length // 2
     same = sum(a == b for a, b in zip(first, second, strict=False))
     if same >= half:
-        return True
+        return f"degenerate: {same} of {length} gate positions agree"
 
-    def repetitive(ids: Sequence[int]) -> bool:
-        return bool(ids) and max(Counter(ids).values()) > half
+    def most_repeated(ids: Sequence[int]) -> int:
+        return max(Counter(ids).values(), default=0)
 
-    return repetitive(first) and repetitive(second)
+    repeats = most_repeated(first), most_repeated(second)
+    if min(repeats) > half:
+        return (f"degenerate: one token fills {repeats[0]} and {repeats[1]} of the {length} "
+                "positions of the two gate continuations")
+    return ""
+
+
+def is_degenerate(first: Sequence[int], second: Sequence[int], *, length: int = 20) -> bool:
+    """Whether two gate continuations of `length` tokens show a broken model (`degeneracy`)."""
+    return bool(degeneracy(first, second, length=length))
+
+
+def gate_failure(results: Sequence[GenerationResult], *, length: int = 20) -> str:
+    """Why the gate's two continuations fail it ("" if they look like a working model)."""
+    first, second = results
+    return degeneracy(first.token_ids, second.token_ids, length=length)
 
 
 def passes_gate(results: Sequence[GenerationResult], *, length: int = 20) -> bool:
     """Whether the gate's two continuations look like a working model."""
-    first, second = results
-    return not is_degenerate(first.token_ids, second.token_ids, length=length)
+    return not gate_failure(results, length=length)
 
 
 def loss_requests(documents: Sequence[Sequence[int]]) -> list[LossRequest]:
@@ -107,7 +121,11 @@ def build_requests(samples: Sequence[TextSample], ctx: PromptContext) -> list[Lo
 
 
 def score(results: Sequence[LossResult]) -> float:
-    """Mean of the per-document mean CE (``inf`` if any is not finite, or no document)."""
+    """Mean of the per-document mean CE.
+
+    Raises:
+        TaskFailed: a loss is not finite, or there is no document.
+    """
     return mean_of_means(results)
 
 
@@ -118,13 +136,18 @@ def score_documents(
     ctx: PromptContext,
     progress: ProgressCallback | None = None,
 ) -> float:
-    """Gate, then loss, on tokenised documents; ``inf`` if the gate fails (or, under the
-    reference's rules, there are fewer than two documents for it)."""
+    """Gate, then loss, on tokenised documents.
+
+    Raises:
+        TaskFailed: the gate fails (``degenerate: ...``), or, under the reference's rules,
+            there are fewer than two documents for it; a loss is not finite.
+    """
     if ctx.reference and len(documents) < 2:
-        return float("inf")
+        raise TaskFailed(f"too_few_documents: the gate needs two documents, got {len(documents)}")
     gate = engine.generate(gate_requests(ctx, generation, documents), progress)
-    if not passes_gate(gate, length=generation.max_new_tokens):
-        return float("inf")
+    failure = gate_failure(gate, length=generation.max_new_tokens)
+    if failure:
+        raise TaskFailed(failure)
     return score(engine.loss(loss_requests(documents), progress))
 
 
@@ -135,7 +158,11 @@ def run(
     ctx: PromptContext,
     progress: ProgressCallback | None = None,
 ) -> float:
-    """Raw score of TEXT_LOSS; ``inf`` without computing the loss if the gate fails."""
+    """Raw score of TEXT_LOSS.
+
+    Raises:
+        TaskFailed: the gate fails (the loss is then not computed); see `score_documents`.
+    """
     check_samples(samples, TextSample, spec)
     documents = [document_ids(ctx, s.text) for s in samples]
     return score_documents(engine, documents, spec.generation or GATE_GENERATION, ctx, progress)
