@@ -76,6 +76,16 @@ class EvalRules(_Frozen):
             starting with ``*``, exact ends-with and quotes, near-duplicates with only space
             and tab as junk). ``ours``: our prompt, texts and checks
             (`finetune.eval.ifeval_rules`).
+        loss_unit: ``token``: a loss task's raw score is the mean over samples of the nats per
+            scored token (the reference). ``byte``: of the bits per UTF-8 byte of the scored
+            text, so that a model's own tokenizer cannot change the unit: splitting text into
+            more, easily predicted tokens lowers a per-token mean but not the bits the text
+            costs.
+        tokenizer_round_trip: before scoring with a model's own tokenizer (not a competition's
+            fixed one), every text of the round's loss tasks must come back unchanged from
+            ``decode(encode(text))`` (up to Unicode NFC); a tokenizer whose normalizer, added
+            tokens or decoder change the text (insert marker tokens, drop characters) fails
+            the model with reason ``tokenizer_round_trip``. The reference checks nothing.
     """
 
     prompting: Literal["reference", "ours"]
@@ -83,6 +93,8 @@ class EvalRules(_Frozen):
     stop_on_generation_config_eos: bool
     loss_in_model_dtype: bool
     ifeval: Literal["reference", "ours"]
+    loss_unit: Literal["token", "byte"]
+    tokenizer_round_trip: bool
 
 
 class CheckRules(_Frozen):
@@ -212,6 +224,8 @@ REFERENCE_31 = ScoringProtocol(
         stop_on_generation_config_eos=False,
         loss_in_model_dtype=True,
         ifeval="reference",
+        loss_unit="token",
+        tokenizer_round_trip=False,
     ),
     checks=CheckRules(
         reject_unused_weights=False,
@@ -236,6 +250,8 @@ NEXT = ScoringProtocol(
         stop_on_generation_config_eos=True,
         loss_in_model_dtype=False,
         ifeval="ours",
+        loss_unit="byte",
+        tokenizer_round_trip=True,
     ),
     checks=CheckRules(
         reject_unused_weights=True,

@@ -20,12 +20,13 @@ from typing import Any
 
 from finetune.competition import Competition, EvalTaskSpec
 from finetune.datasets import DataConfig, Sample, load_task_samples
-from finetune.errors import DataUnavailable
+from finetune.errors import DataUnavailable, EvalFailed
 from finetune.eval.loading import load_model
 from finetune.eval.methods import TaskFailed, get_method
 from finetune.eval.naive import NaiveEngine
 from finetune.eval.prompting import PromptContext, prompt_context
 from finetune.eval.requests import Engine
+from finetune.eval.round_trip import loss_texts, round_trip_failure
 from finetune.protocol import NEXT, DataRules, EvalRules
 from finetune.scoring import aggregate_score, effective_weights, normalised_scores
 
@@ -221,7 +222,9 @@ def evaluate_model(
         ModelRejected: the directory cannot be loaded as a causal LM (see `load_model`).
         ConfigError: the fixed tokenizer is missing and cannot be downloaded.
         EvalFailed: under the reference's rules, what fails the whole model there (a
-            tokenizer without chat template, a reference of no tokens).
+            tokenizer without chat template, a reference of no tokens); under rules that
+            check it, a tokenizer of the model's own that changes a loss task's text
+            (reason ``tokenizer_round_trip``, see `finetune.eval.round_trip`).
     """
     started = time.perf_counter()
     model, tokenizer = _load(model_or_dir, competition, device, tokenizer_dir)
@@ -242,6 +245,12 @@ def evaluate_model(
     for task in competition.tasks:
         if task.name not in dropped and not task_data.samples.get(task.name):
             dropped[task.name] = "no_samples"
+    if rules.tokenizer_round_trip and competition.constraints.tokenizer is None:
+        kept = {name: rows for name, rows in task_data.samples.items() if name not in dropped}
+        failure = round_trip_failure(tokenizer, loss_texts(competition, kept))
+        if failure:
+            raise EvalFailed(f"the model's tokenizer changes the text: {failure}",
+                             reason="tokenizer_round_trip")
     raws: dict[str, float] = {}
     failures: dict[str, str] = {}
     with _progress(progress) as report:

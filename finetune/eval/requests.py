@@ -21,10 +21,13 @@ class LossRequest:
     ``score_from`` is at least 1 (the first token has nothing to be predicted from).
     Reference loss: context + reference, ``score_from = len(context)``.
     Text loss: a document, ``score_from = 1``.
+    ``n_bytes``: the UTF-8 bytes of the text the scored tokens stand for, when the loss is
+    counted per byte (`EvalRules.loss_unit`); 0 when it is not. Engines ignore it.
     """
 
     token_ids: tuple[int, ...]
     score_from: int
+    n_bytes: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.score_from < len(self.token_ids):

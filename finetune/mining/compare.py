@@ -43,6 +43,7 @@ from finetune.mining.upload import (
     require_registered,
     upload_model,
 )
+from finetune.protocol import NEXT, ScoringProtocol
 from finetune.scoring import epsilon, is_win
 from finetune.storage import ModelStore, check_model_dir, check_revision, open_store, verify_hashes
 
@@ -174,9 +175,10 @@ def score_candidate(
     store: ModelStore,
     device: str,
     batch_tokens: int,
+    protocol: ScoringProtocol = NEXT,
 ) -> IncumbentScore:
-    """Check one candidate as a validator would (size before download, hashes, files) and
-    score it; a candidate a validator would reject scores inf."""
+    """Check one candidate as a validator of `protocol` would (size before download, hashes,
+    files) and score it; a candidate a validator would reject scores inf."""
     model_id = candidate.model_id
     constraints = competition.constraints
     with tempfile.TemporaryDirectory(prefix="incumbent-") as tmp:
@@ -185,9 +187,10 @@ def score_candidate(
             check_revision(info, None, constraints)  # never download what is over the limit
             folder = store.download(model_id.repo_id, model_id.commit, Path(tmp) / "model")
             verify_hashes(folder, candidate.hotkey, model_id.secure_hash)
-            check_model_dir(folder, constraints)
+            check_model_dir(folder, constraints, checks=protocol.checks)
             result = evaluate_model(
-                folder, competition, task_data, device=device, batch_tokens=batch_tokens
+                folder, competition, task_data, device=device, batch_tokens=batch_tokens,
+                rules=protocol.eval,
             )
         except (FinetuneError, OSError) as error:
             logger.warning("incumbent uid %d unusable: %s", candidate.uid, error)
@@ -206,6 +209,7 @@ def compare_with_chain(
     device: str = "cpu",
     batch_tokens: int = 8192,
     max_candidates: int = 3,
+    protocol: ScoringProtocol = NEXT,
 ) -> Comparison:
     """Score our saved model and the chain's leading ones on the same data; decide.
 
@@ -219,19 +223,23 @@ def compare_with_chain(
         device: where models are scored.
         batch_tokens: eval batch budget.
         max_candidates: how many incumbents to score.
+        protocol: the protocol validators score the competition under (its checks and eval
+            rules; `task_data` must be drawn under its data rules).
 
     Returns:
         The scores and the decision.
     """
     ours = evaluate_model(
-        model_dir, competition, task_data, device=device, batch_tokens=batch_tokens
+        model_dir, competition, task_data, device=device, batch_tokens=batch_tokens,
+        rules=protocol.eval,
     ).total
     metagraph = chain.metagraph()
     weights = consensus_weights(metagraph, chain.validator_weights())
     candidates = chain_candidates(metagraph, competition.id, weights, limit=max_candidates)
     incumbents = tuple(
         score_candidate(
-            c, competition, task_data, store=store, device=device, batch_tokens=batch_tokens
+            c, competition, task_data, store=store, device=device, batch_tokens=batch_tokens,
+            protocol=protocol,
         )
         for c in candidates
     )
@@ -321,11 +329,16 @@ def run_miner(settings: MinerSettings) -> MineReport:
     """
     schedule = competitions.get_schedule(settings.schedule)
     competition = competitions.get_competition(settings.competition, schedule=schedule)
+    # Score locally as the validators of this competition's period do: their draws, prompts
+    # and checks (reference-3.1 on mainnet), not this project's defaults.
+    protocol = competitions.protocol_for(competition)
     clients = _upload_clients(settings) if settings.upload_if_better else None
     device = _resolve_device(settings.device)
     config = DataConfig(offline=settings.offline, data_dir=settings.data_dir)
     counts = {t.name: settings.eval_samples for t in competition.tasks} if settings.eval_samples else None
-    task_data = prepare_task_data(competition, seed=settings.eval_seed, config=config, sample_counts=counts)
+    task_data = prepare_task_data(
+        competition, seed=settings.eval_seed, config=config, sample_counts=counts, rules=protocol.data
+    )
     tokenizer = load_tokenizer(competition.constraints.tokenizer or settings.model)
     pairs = [p for source in settings.data for p in load_pairs(source, max_rows=settings.data_rows)]
     loaders = settings.tasks if settings.tasks is not None else default_training_tasks(competition)
@@ -337,7 +350,7 @@ def run_miner(settings: MinerSettings) -> MineReport:
     logger.info("%d training examples from %d pairs", len(examples), len(pairs))
     report = train_model(
         settings.model, competition, examples, task_data,
-        train_options(settings, device), tokenizer=tokenizer,
+        train_options(settings, device), tokenizer=tokenizer, rules=protocol.eval,
     )  # fmt: skip
     if clients is None or not _is_main_process():
         return MineReport(report)  # under torchrun only rank 0 compares and uploads
@@ -345,6 +358,7 @@ def run_miner(settings: MinerSettings) -> MineReport:
     comparison = compare_with_chain(
         report.best_dir, competition, task_data, chain=chain, store=store, device=device,
         batch_tokens=settings.batch_tokens, max_candidates=settings.max_candidates,
+        protocol=protocol,
     )  # fmt: skip
     (settings.out / "comparison.json").write_text(json.dumps(comparison.to_json(), indent=1) + "\n")
     if not comparison.decision.upload:

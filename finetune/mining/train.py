@@ -37,6 +37,7 @@ from finetune.eval import ModelEvaluation, TaskData, evaluate_model
 from finetune.eval.loading import load_model, resolve_dtype
 from finetune.mining.sft_data import EncodedExample, SftCollator, SftDataset
 from finetune.mining.train_progress import TrainingProgress
+from finetune.protocol import NEXT, EvalRules
 
 logger = logging.getLogger(__name__)
 
@@ -276,9 +277,15 @@ def _read_json(path: Path) -> dict:
 
 
 def scorer(
-    competition: Competition, task_data: TaskData, tokenizer: Any, *, batch_tokens: int
+    competition: Competition,
+    task_data: TaskData,
+    tokenizer: Any,
+    *,
+    batch_tokens: int,
+    rules: EvalRules = NEXT.eval,
 ) -> Callable[[Any], ModelEvaluation]:
-    """A function scoring an in-memory model exactly as `evaluate_model` scores a directory."""
+    """A function scoring an in-memory model exactly as `evaluate_model` scores a directory
+    (under `rules`, the eval rules of the protocol the competition is scored under)."""
 
     def score(model: Any) -> ModelEvaluation:
         plain = model.get_base_model() if _is_peft(model) else model  # LoRA layers stay active
@@ -286,7 +293,8 @@ def scorer(
         was_training = plain.training
         try:
             return evaluate_model(
-                (plain, tokenizer), competition, task_data, device=str(device), batch_tokens=batch_tokens
+                (plain, tokenizer), competition, task_data, device=str(device),
+                batch_tokens=batch_tokens, rules=rules,
             )
         finally:
             plain.train(was_training)
@@ -366,6 +374,7 @@ def train_model(
     options: TrainOptions,
     *,
     tokenizer: Any | None = None,
+    rules: EvalRules = NEXT.eval,
 ) -> TrainReport:
     """Fine-tune a causal LM and keep the weights the validator's code scores best.
 
@@ -377,6 +386,8 @@ def train_model(
         options: steps, budget, LoRA, evaluation and checkpoint settings.
         tokenizer: the tokenizer the examples were encoded with (default: the
             competition's, else the model's).
+        rules: the eval rules the local scores follow: those of the protocol validators
+            score the competition under (`competitions.protocol_for`).
 
     Returns:
         The report; the best model is in ``options.out_dir / "best"`` and described by
@@ -412,7 +423,7 @@ def train_model(
         record=out / BUDGET_FILE,
     )
     scoring = ScoreCallback(
-        scorer(competition, task_data, tokenizer, batch_tokens=options.batch_tokens),
+        scorer(competition, task_data, tokenizer, batch_tokens=options.batch_tokens, rules=rules),
         keeper,
         options.eval_every,
     )

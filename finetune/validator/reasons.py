@@ -234,6 +234,12 @@ REASONS: tuple[Reason, ...] = (
     _r("empty_reference", "scoring",
        "A reference answer encodes to no tokens with this tokenizer",
        "Use the base model's tokenizer, or one that encodes ordinary text"),
+    _r("tokenizer_round_trip", "scoring",
+       "The model's own tokenizer does not give a loss task's text back unchanged "
+       "(decode(encode(text)) differs, beyond Unicode NFC): a normalizer, added token or "
+       "decoder that inserts, drops or rewrites characters changes what the loss counts",
+       "Ship the base model's tokenizer unchanged; check `tok.decode(tok.encode(t, "
+       "add_special_tokens=False)) == t` on your data"),
     _r("eval_failed", "scoring",
        "Scoring raised an error of ours without a more specific code; the detail says what",
        _EVALUATE),

@@ -225,9 +225,20 @@ def test_text_loss_scores_documents_from_their_second_token(ctx):
     task = spec(Method.TEXT_LOSS)
     gate = [GenerationResult(tuple(range(20))), GenerationResult(tuple(range(50, 70)))]
     engine = RecordingEngine(generations=gate, losses=[LossResult(4.0, 2), LossResult(9.0, 3)])
-    raw = text_loss.run(engine, [TextSample("the cat sat"), TextSample("a dog ran far")], task, ctx)
-    assert raw == pytest.approx(2.5)
+    samples = [TextSample("the cat sat"), TextSample("a dog ran far")]
+    per_token = dataclasses.replace(ctx, rules=NEXT.eval.model_copy(update={"loss_unit": "token"}))
+    assert text_loss.run(engine, samples, task, per_token) == pytest.approx(2.5)
     assert all(r.score_from == 1 for r in engine.calls[1][1])
+    # Next's unit: bits per byte of each document's scored text (all but its first token).
+    engine = RecordingEngine(generations=gate, losses=[LossResult(4.0, 2), LossResult(9.0, 3)])
+    raw = text_loss.run(engine, samples, task, ctx)
+    requests = engine.calls[1][1]
+    assert [r.n_bytes for r in requests] == [
+        len(ctx.tokenizer.decode(list(r.token_ids[1:]), skip_special_tokens=True).encode()) for r in requests
+    ]
+    assert all(0 < r.n_bytes <= len(s.text) for r, s in zip(requests, samples, strict=True))
+    want = (4.0 / requests[0].n_bytes + 9.0 / requests[1].n_bytes) / 2 / math.log(2)
+    assert raw == pytest.approx(want)
 
 
 # --- IF-eval ---------------------------------------------------------------------------------

@@ -192,3 +192,38 @@ def test_incumbent_whose_hash_is_not_bound_to_its_hotkey_does_not_count(tmp_path
     copied = Candidate(2, "5Copier", candidate.model_id, 20, 1.0)  # someone else's commitment
     scored = score_candidate(copied, WORD_SORTING, None, store=store, device="cpu", batch_tokens=64)
     assert scored.score == math.inf and scored.detail.startswith("hash_mismatch")
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_the_miner_scores_under_the_protocol_of_its_competitions_period(monkeypatch, tmp_path, tiny_model_dir):
+    """Mainnet validators run reference-3.1: a miner's local draws and scores must too."""
+    from finetune.eval import TaskData
+    from finetune.mining import compare as compare_module
+    from finetune.protocol import NEXT, REFERENCE_31
+
+    seen = {}
+
+    def prepare(competition, *, rules, **_):
+        seen["data"] = rules
+        return TaskData(seed=0, samples={})
+
+    def train(*_, rules, **__):
+        seen["eval"] = rules
+        raise _Stop
+
+    monkeypatch.setattr(compare_module, "prepare_task_data", prepare)
+    monkeypatch.setattr(compare_module, "load_tokenizer", lambda *_: None)
+    monkeypatch.setattr(compare_module, "task_pairs", lambda *_, **__: [("question", "answer")])
+    monkeypatch.setattr(compare_module, "encode_pairs", lambda *_, **__: ["an example"])
+    monkeypatch.setattr(compare_module, "train_model", train)
+    for schedule, name, protocol in (("mainnet", "DISTILLED_REASONING_3B", REFERENCE_31),
+                                     ("local", "LOCAL_REASONING", NEXT)):
+        seen.clear()
+        settings = MinerSettings(model=tiny_model_dir, competition=name, out=tmp_path / name,
+                                 schedule=schedule, offline=True, device="cpu")
+        with pytest.raises(_Stop):
+            run_miner(settings)
+        assert seen == {"data": protocol.data, "eval": protocol.eval}, name

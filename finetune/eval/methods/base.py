@@ -16,7 +16,13 @@ from finetune.competition import EvalTaskSpec, GenerationSpec
 from finetune.datasets.samples import Sample
 from finetune.errors import ConfigError, FinetuneError
 from finetune.eval.prompting import PromptContext
-from finetune.eval.requests import Engine, GenerationRequest, LossResult, ProgressCallback
+from finetune.eval.requests import (
+    Engine,
+    GenerationRequest,
+    LossRequest,
+    LossResult,
+    ProgressCallback,
+)
 
 RunMethod = Callable[
     [Engine, Sequence[Sample], EvalTaskSpec, PromptContext, ProgressCallback | None], float
@@ -84,6 +90,27 @@ def mean_of_means(results: Sequence[LossResult]) -> float:
     if bad:
         raise TaskFailed(f"non_finite_loss: the loss is NaN or inf on {bad} of {len(means)} samples")
     return sum(means) / len(means)
+
+
+def loss_score(results: Sequence[LossResult], requests: Sequence[LossRequest], unit: str) -> float:
+    """A loss task's raw score in the protocol's unit (`EvalRules.loss_unit`).
+
+    ``token``: `mean_of_means` (nats per token). ``byte``: the mean over samples of each
+    sample's bits per UTF-8 byte of its scored text (``sum_nll / (ln 2 * n_bytes)``); a scored
+    text of no bytes (a document of special tokens only) counts one byte.
+
+    Raises:
+        TaskFailed: as `mean_of_means`.
+    """
+    if unit == "token":
+        return mean_of_means(results)
+    if unit != "byte":
+        raise ConfigError(f"unknown loss unit {unit!r}")
+    bits = [
+        LossResult(sum_nll=r.sum_nll / math.log(2), n_tokens=max(1, q.n_bytes))
+        for r, q in zip(results, requests, strict=True)
+    ]
+    return mean_of_means(bits)
 
 
 def fraction_wrong(correct: Sequence[bool]) -> float:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from finetune.competition import EvalTaskSpec
 from finetune.datasets.samples import ReferenceSample
-from finetune.eval.methods.base import check_samples, mean_of_means
-from finetune.eval.prompting import PromptContext, reference_fits, reference_ids
+from finetune.eval.methods.base import check_samples, loss_score
+from finetune.eval.prompting import PromptContext, reference_fits, reference_ids, scored_bytes
 from finetune.eval.requests import Engine, LossRequest, LossResult, ProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,10 @@ def build_requests(samples: Sequence[ReferenceSample], ctx: PromptContext) -> li
             dropped += 1
             continue
         ids, score_from = reference_ids(ctx, s.prompt, s.reference, system=s.system)
-        requests.append(LossRequest(token_ids=ids, score_from=score_from))
+        n_bytes = 0
+        if ctx.rules.loss_unit == "byte":
+            n_bytes = scored_bytes(ctx.tokenizer, s.reference, ids[score_from:])
+        requests.append(LossRequest(token_ids=ids, score_from=score_from, n_bytes=n_bytes))
     if dropped:
         logger.info(
             "%d of %d samples dropped: longer than %d tokens",
@@ -48,13 +51,15 @@ def build_requests(samples: Sequence[ReferenceSample], ctx: PromptContext) -> li
     return requests
 
 
-def score(results: Sequence[LossResult]) -> float:
-    """Mean over samples of the per-sample mean CE.
+def score(
+    results: Sequence[LossResult], requests: Sequence[LossRequest] = (), unit: str = "token"
+) -> float:
+    """Mean over samples of the per-sample mean CE, per token or per byte (`loss_score`).
 
     Raises:
         TaskFailed: a loss is not finite, or no sample is left (all longer than allowed).
     """
-    return mean_of_means(results)
+    return loss_score(results, requests, unit)
 
 
 def run(
@@ -70,4 +75,5 @@ def run(
         TaskFailed: see `score`.
     """
     check_samples(samples, ReferenceSample, spec)
-    return score(engine.loss(build_requests(samples, ctx), progress))
+    requests = build_requests(samples, ctx)
+    return score(engine.loss(requests, progress), requests, ctx.rules.loss_unit)

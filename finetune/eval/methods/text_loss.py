@@ -18,8 +18,8 @@ from collections.abc import Sequence
 
 from finetune.competition import EvalTaskSpec, GenerationSpec
 from finetune.datasets.samples import TextSample
-from finetune.eval.methods.base import TaskFailed, check_samples, mean_of_means
-from finetune.eval.prompting import PromptContext, document_ids, prompt_ids
+from finetune.eval.methods.base import TaskFailed, check_samples, loss_score
+from finetune.eval.prompting import PromptContext, document_ids, prompt_ids, scored_bytes
 from finetune.eval.requests import (
     Engine,
     GenerationRequest,
@@ -109,24 +109,45 @@ def passes_gate(results: Sequence[GenerationResult], *, length: int = 20) -> boo
     return not gate_failure(results, length=length)
 
 
-def loss_requests(documents: Sequence[Sequence[int]]) -> list[LossRequest]:
-    """One request per document of at least two tokens, scored from its second token."""
+def loss_requests(
+    documents: Sequence[Sequence[int]], n_bytes: Sequence[int] | None = None
+) -> list[LossRequest]:
+    """One request per document of at least two tokens, scored from its second token.
+
+    `n_bytes`: each document's scored bytes (`document_bytes`), for a loss per byte.
+    """
+    counts = n_bytes if n_bytes is not None else [0] * len(documents)
     # A single token has nothing to be predicted from.
-    return [LossRequest(token_ids=tuple(ids), score_from=1) for ids in documents if len(ids) >= 2]
+    return [
+        LossRequest(token_ids=tuple(ids), score_from=1, n_bytes=count)
+        for ids, count in zip(documents, counts, strict=True)
+        if len(ids) >= 2
+    ]
+
+
+def document_bytes(ctx: PromptContext, texts: Sequence[str], documents: Sequence[Sequence[int]]) -> list[int]:
+    """The UTF-8 bytes each document's scored tokens (all but its first) stand for."""
+    return [scored_bytes(ctx.tokenizer, text, ids[1:]) for text, ids in zip(texts, documents, strict=True)]
 
 
 def build_requests(samples: Sequence[TextSample], ctx: PromptContext) -> list[LossRequest]:
     """The loss requests of `samples`, tokenised by `document_ids` (padded under the rules)."""
-    return loss_requests([document_ids(ctx, s.text) for s in samples])
+    documents = [document_ids(ctx, s.text) for s in samples]
+    n_bytes = None
+    if ctx.rules.loss_unit == "byte":
+        n_bytes = document_bytes(ctx, [s.text for s in samples], documents)
+    return loss_requests(documents, n_bytes)
 
 
-def score(results: Sequence[LossResult]) -> float:
-    """Mean of the per-document mean CE.
+def score(
+    results: Sequence[LossResult], requests: Sequence[LossRequest] = (), unit: str = "token"
+) -> float:
+    """Mean of the per-document mean CE, per token or per byte (`loss_score`).
 
     Raises:
         TaskFailed: a loss is not finite, or there is no document.
     """
-    return mean_of_means(results)
+    return loss_score(results, requests, unit)
 
 
 def score_documents(
@@ -135,8 +156,10 @@ def score_documents(
     generation: GenerationSpec,
     ctx: PromptContext,
     progress: ProgressCallback | None = None,
+    n_bytes: Sequence[int] | None = None,
 ) -> float:
-    """Gate, then loss, on tokenised documents.
+    """Gate, then loss, on tokenised documents (`n_bytes`: their scored bytes, required when
+    the rules count the loss per byte).
 
     Raises:
         TaskFailed: the gate fails (``degenerate: ...``), or, under the reference's rules,
@@ -148,7 +171,10 @@ def score_documents(
     failure = gate_failure(gate, length=generation.max_new_tokens)
     if failure:
         raise TaskFailed(failure)
-    return score(engine.loss(loss_requests(documents), progress))
+    if ctx.rules.loss_unit == "byte" and n_bytes is None:
+        raise ValueError("a loss per byte needs each document's scored bytes")
+    requests = loss_requests(documents, n_bytes)
+    return score(engine.loss(requests, progress), requests, ctx.rules.loss_unit)
 
 
 def run(
@@ -165,4 +191,9 @@ def run(
     """
     check_samples(samples, TextSample, spec)
     documents = [document_ids(ctx, s.text) for s in samples]
-    return score_documents(engine, documents, spec.generation or GATE_GENERATION, ctx, progress)
+    n_bytes = None
+    if ctx.rules.loss_unit == "byte":
+        n_bytes = document_bytes(ctx, [s.text for s in samples], documents)
+    return score_documents(
+        engine, documents, spec.generation or GATE_GENERATION, ctx, progress, n_bytes
+    )
