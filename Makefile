@@ -13,7 +13,7 @@ export WANDB_MODE := disabled
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv test lint demo benchmark clean
+.PHONY: venv test lint demo demo-seeds benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,19 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py --out out/demo
 
-benchmark: $(STAMP)
-	$(PY) scripts/run_benchmarks.py --quick --json out/benchmarks.json
+# The seeds' two competitions (1 GPU / 1 day, LLM merging) on the local subnet.
+demo-seeds: $(STAMP)
+	$(PY) scripts/demo.py --seeds --out out/demo-seeds
+
+# `make benchmark` is the quick run (every section and key, smaller sizes); the full one is
+# `make benchmark BENCH_ARGS="--json out/benchmarks-full.json"` (docs/benchmarks.md).
+BENCH_ARGS ?= --quick --json out/benchmarks.json
+benchmark: bench-deps
+	$(PY) scripts/run_benchmarks.py $(BENCH_ARGS)
+
+# lm-evaluation-harness, a baseline; without it the report says so (lm_eval_s null).
+bench-deps: $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,bench]" || echo "lm-eval not installed: the report gives lm_eval_s null and why"
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -14,7 +14,7 @@ from competitions.definitions import (
     MERGE_GENERALIST,
     SN9_MODEL,
 )
-from competitions.local import LOCAL_INSTRUCT, LOCAL_REASONING
+from competitions.local import LOCAL_EFFICIENT, LOCAL_INSTRUCT, LOCAL_MERGING, LOCAL_REASONING
 from competitions.render import render_markdown
 from competitions.schedule import (
     ALL_COMPETITIONS,
@@ -22,6 +22,8 @@ from competitions.schedule import (
     LOCAL_SCHEDULE,
     REASONING_BLOCK,
     SCHEDULE,
+    SCHEDULES,
+    SEEDS_LOCAL_SCHEDULE,
     active_competitions,
     get_competition,
     get_schedule,
@@ -38,12 +40,16 @@ __all__ = [
     "INSTRUCT_8B",
     "INSTRUCT_8B_V2",
     "INSTRUCT_ONLY_BLOCK",
+    "LOCAL_EFFICIENT",
     "LOCAL_INSTRUCT",
+    "LOCAL_MERGING",
     "LOCAL_REASONING",
     "LOCAL_SCHEDULE",
     "MERGE_GENERALIST",
     "REASONING_BLOCK",
     "SCHEDULE",
+    "SCHEDULES",
+    "SEEDS_LOCAL_SCHEDULE",
     "SN9_MODEL",
     "active_competitions",
     "dyck_language",

@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from competitions.schedule import ALL_COMPETITIONS, LOCAL_SCHEDULE, SCHEDULE
-from finetune.competition import Competition, EvalTaskSpec, NormKind, Schedule
+from competitions.schedule import ALL_COMPETITIONS, SCHEDULES
+from finetune.competition import Competition, EvalTaskSpec, NormKind, Schedule, SubmissionRules
 
 BEGIN_MARKER = "<!-- BEGIN GENERATED: python -m competitions docs/competitions.md -->"
 END_MARKER = "<!-- END GENERATED -->"
@@ -54,6 +54,24 @@ def _constraints_rows(c: Competition) -> list[tuple[str, str]]:
     ]
     if k.approved_families:
         rows.append(("approved base families", ", ".join(k.approved_families)))
+    if k.submission is not None:
+        rows += _submission_rows(k.submission)
+    return rows
+
+
+def _submission_rows(rules: SubmissionRules) -> list[tuple[str, str]]:
+    budget = f"{rules.max_hours:g} h"
+    if rules.max_memory_bytes is not None:
+        budget += f", peak memory ≤ {_bytes(rules.max_memory_bytes)}"
+    rows = [("submission manifest", f"`submission.json`, kind `{rules.kind}`"), ("declared budget", budget)]
+    if rules.open_data:
+        rows.append(("training data", "Hub dataset ids, or " + ", ".join(f"`{d}`" for d in rules.open_data)))
+    if rules.licenses:
+        rows.append(("licences", ", ".join(rules.licenses)))
+    if rules.experts is not None:
+        listed = [f"`{e.repo}`" + (f"@{e.revision[:8]}" if e.revision else "") + f" ({e.license}"
+                  + (f", {e.skill})" if e.skill else ")") for e in rules.experts.entries()]
+        rows.append(("experts (base first)" if rules.experts.base else "experts", "; ".join(listed)))
     return rows
 
 
@@ -111,10 +129,11 @@ def render_markdown() -> str:
         "",
         "### Schedules",
         "",
-        render_schedule("mainnet", SCHEDULE),
-        "",
-        render_schedule("local", LOCAL_SCHEDULE),
-        "",
+    ]
+    for name, schedule in SCHEDULES.items():
+        protocols = ", ".join(dict.fromkeys(f"`{e.protocol.name}`" for e in schedule.entries))
+        parts += [render_schedule(name, schedule), "", f"Protocol: {protocols}.", ""]
+    parts += [
         "### Definitions",
         "",
     ]

@@ -19,10 +19,10 @@ from competitions.definitions import (
     MERGE_GENERALIST,
     SN9_MODEL,
 )
-from competitions.local import LOCAL_INSTRUCT, LOCAL_REASONING
+from competitions.local import LOCAL_EFFICIENT, LOCAL_INSTRUCT, LOCAL_MERGING, LOCAL_REASONING
 from finetune.competition import Competition, CompetitionShare, Schedule, ScheduleEntry
 from finetune.errors import ConfigError, UnknownIdError
-from finetune.protocol import NEXT, REFERENCE_31, ScoringProtocol
+from finetune.protocol import NEXT, REFERENCE_31, SEEDS, ScoringProtocol
 
 INSTRUCT_ONLY_BLOCK = 4_675_163  # B7_MULTICHOICE ends; INSTRUCT_8B takes the whole reward
 REASONING_BLOCK = 5_158_632  # DISTILLED_REASONING_3B replaces INSTRUCT_8B
@@ -53,6 +53,14 @@ SCHEDULE = Schedule(
 # CPU training, so the demo's ranking is robust.
 LOCAL_SCHEDULE = Schedule(entries=(_entry(0, NEXT, (LOCAL_INSTRUCT, 0.4), (LOCAL_REASONING, 0.6)),))
 
+# The seeds' two competitions (SPEC §9), each alone or both, under the HELM protocol; none of
+# them shares a period (or a weights key) with the mainnet or local schedules.
+EFFICIENT_SCHEDULE = Schedule(entries=(_entry(0, SEEDS, (EFFICIENT_1GPU_1DAY, 1.0)),))
+MERGING_SCHEDULE = Schedule(entries=(_entry(0, SEEDS, (MERGE_GENERALIST, 1.0)),))
+SEEDS_SCHEDULE = Schedule(entries=(_entry(0, SEEDS, (EFFICIENT_1GPU_1DAY, 0.5), (MERGE_GENERALIST, 0.5)),))
+# Their tiny twins for the devnet and the seeds demo.
+SEEDS_LOCAL_SCHEDULE = Schedule(entries=(_entry(0, SEEDS, (LOCAL_EFFICIENT, 0.5), (LOCAL_MERGING, 0.5)),))
+
 # Every definition, superseded periods included (INSTRUCT_8B appears twice, same id and name).
 ALL_COMPETITIONS: tuple[Competition, ...] = (
     SN9_MODEL,
@@ -64,9 +72,19 @@ ALL_COMPETITIONS: tuple[Competition, ...] = (
     MERGE_GENERALIST,
     LOCAL_INSTRUCT,
     LOCAL_REASONING,
+    LOCAL_EFFICIENT,
+    LOCAL_MERGING,
 )
 
-_SCHEDULES = {"mainnet": SCHEDULE, "local": LOCAL_SCHEDULE}
+SCHEDULES: dict[str, Schedule] = {
+    "mainnet": SCHEDULE,
+    "local": LOCAL_SCHEDULE,
+    "efficient-1gpu": EFFICIENT_SCHEDULE,
+    "merging": MERGING_SCHEDULE,
+    "seeds": SEEDS_SCHEDULE,
+    "seeds-local": SEEDS_LOCAL_SCHEDULE,
+}
+_SCHEDULES = SCHEDULES
 
 
 def _check_ids_and_names(definitions: tuple[Competition, ...]) -> None:
@@ -85,7 +103,9 @@ _check_ids_and_names(ALL_COMPETITIONS)
 
 
 def get_schedule(name: str) -> Schedule:
-    """The schedule called `name`: "mainnet" (subnet 37) or "local" (devnet, demo, tests).
+    """The schedule called `name`: "mainnet" (subnet 37), "local" (devnet, demo, tests), or the
+    seeds' competitions: "efficient-1gpu", "merging", "seeds" (both) and "seeds-local" (their
+    tiny twins, for the devnet and `make demo-seeds`).
 
     Raises:
         UnknownIdError: not a known schedule name.
@@ -170,8 +190,8 @@ def protocol_for(competition: Competition, *, block: int | None = None) -> Scori
     """The scoring protocol a validator scores `competition` under.
 
     The protocol of the schedule period that holds this very definition (at `block` when
-    given): the mainnet periods run `reference-3.1`, the local ones `next`. A definition in no
-    schedule (the seeds' competitions) is scored under `next`.
+    given): the mainnet periods run `reference-3.1`, the local ones `next`, the seeds' ones
+    `seeds-helm`. A definition in no schedule is scored under `next`.
     """
     for schedule in _SCHEDULES.values():
         if block is not None:
@@ -187,10 +207,15 @@ def protocol_for(competition: Competition, *, block: int | None = None) -> Scori
 
 __all__ = [
     "ALL_COMPETITIONS",
+    "EFFICIENT_SCHEDULE",
     "INSTRUCT_ONLY_BLOCK",
     "LOCAL_SCHEDULE",
+    "MERGING_SCHEDULE",
     "REASONING_BLOCK",
     "SCHEDULE",
+    "SCHEDULES",
+    "SEEDS_LOCAL_SCHEDULE",
+    "SEEDS_SCHEDULE",
     "active_competitions",
     "get_competition",
     "get_schedule",

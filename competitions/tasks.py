@@ -154,11 +154,24 @@ def mawps(weight: float, *, samples: int = 200) -> EvalTaskSpec:
     )
 
 
+def held_out(weight: float, *, samples: int = 200) -> EvalTaskSpec:
+    """Hidden-style held-out task: reference loss on one data set of a pool (Dyck completion,
+    word sorting, question answering), drawn per round from the seed (SPEC §9)."""
+    return EvalTaskSpec(
+        name="HELD_OUT",
+        method=Method.REFERENCE_LOSS,
+        dataset="held_out",
+        weight=weight,
+        samples=samples,
+    )
+
+
 __all__ = [
     "boolq",
     "codeforces_cots",
     "dyck_language",
     "fineweb",
+    "held_out",
     "if_eval_v2",
     "mawps",
     "synthetic_1_sft",

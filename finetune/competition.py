@@ -7,9 +7,11 @@ The definitions themselves live in the top-level `competitions/` package; everyt
 from __future__ import annotations
 
 import math
+import re
 from enum import Enum
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from finetune.protocol import ScoringProtocol
 
@@ -94,6 +96,109 @@ class NormLimits(_Frozen):
     max_mean_fraction_over_soft: float = 0.15
 
 
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+_REVISION = re.compile(r"[0-9a-f]{40}")
+
+
+class Expert(_Frozen):
+    """One published expert model of a merging competition (SPEC §9).
+
+    Attributes:
+        repo: the Hub repo id, ``namespace/name``.
+        revision: the 40-hex commit a merge must use; None admits any revision of the repo
+            (the devnet's experts, rebuilt by every demo run, have no fixed commit).
+        license: its licence identifier (lower case, as the Hub's ``license`` tag).
+        skill: what it is good at, for people (``"chat"``, ``"code"``); never checked.
+    """
+
+    repo: str
+    revision: str | None
+    license: str
+    skill: str = ""
+
+    @field_validator("repo")
+    @classmethod
+    def _repo(cls, value: str) -> str:
+        if not _REPO_ID.fullmatch(value) or ".." in value:
+            raise ValueError(f"expert repo {value!r} is not NAMESPACE/NAME")
+        return value
+
+    @field_validator("revision")
+    @classmethod
+    def _revision(cls, value: str | None) -> str | None:
+        if value is not None and not _REVISION.fullmatch(value):
+            raise ValueError(f"expert revision {value!r} is not a 40-hex commit")
+        return value
+
+    @field_validator("license")
+    @classmethod
+    def _license(cls, value: str) -> str:
+        if not value or value != value.strip().lower():
+            raise ValueError(f"licence {value!r} must be a lower-case identifier")
+        return value
+
+
+class ExpertList(_Frozen):
+    """A published expert list: the shared base (when the experts have one) and the experts.
+
+    Its JSON form is what `scripts/merge_models.py --experts FILE` reads.
+    """
+
+    competition: str = Field(min_length=1, max_length=64)
+    base: Expert | None = None
+    experts: tuple[Expert, ...] = Field(min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ExpertList:
+        repos = [e.repo for e in self.entries()]
+        if len(set(repos)) != len(repos):
+            raise ValueError(f"expert list of {self.competition}: a repo is listed twice: {repos}")
+        return self
+
+    def entries(self) -> tuple[Expert, ...]:
+        """The base (if any), then the experts."""
+        return ((self.base,) if self.base is not None else ()) + self.experts
+
+    def find(self, repo: str) -> Expert | None:
+        """The entry of `repo`, or None when it is not on the list."""
+        return next((e for e in self.entries() if e.repo == repo), None)
+
+
+class SubmissionRules(_Frozen):
+    """What a submission must declare in its `submission.json` manifest (SPEC §9).
+
+    Attributes:
+        kind: ``recipe`` (EFFICIENT_1GPU_1DAY: the base model and the training recipe) or
+            ``merge`` (MERGE_GENERALIST: method, base, experts, time and memory).
+        max_hours: the wall-clock budget a declared run may have used: the training
+            (recipe) or the merge plus its re-calibration (merge).
+        max_memory_bytes: merge only: the declared peak memory may not exceed it (None: no cap).
+        licenses: the licences a declared base or expert may carry (research-compatible).
+        experts: merge only: the published list; a declared model off it rejects. None: the
+            declared experts are not checked against a list.
+        open_data: recipe only: the data sets a recipe may name (open data); empty: not checked.
+    """
+
+    kind: Literal["recipe", "merge"]
+    max_hours: float = Field(gt=0, allow_inf_nan=False)
+    max_memory_bytes: int | None = Field(default=None, gt=0)
+    licenses: tuple[str, ...] = ()
+    experts: ExpertList | None = None
+    open_data: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SubmissionRules:
+        if self.kind == "recipe" and (self.experts is not None or self.max_memory_bytes is not None):
+            raise ValueError("a recipe submission has no expert list and no memory cap")
+        if self.kind == "merge" and self.open_data:
+            raise ValueError("a merge submission has no open-data list")
+        if self.experts is not None and self.licenses:
+            bad = [e.repo for e in self.experts.entries() if e.license not in self.licenses]
+            if bad:
+                raise ValueError(f"listed experts {bad} carry a licence outside {list(self.licenses)}")
+        return self
+
+
 class ModelConstraints(_Frozen):
     max_params: int = Field(gt=0)
     min_params: int = Field(default=0, ge=0)
@@ -106,6 +211,7 @@ class ModelConstraints(_Frozen):
     epsilon: EpsilonSpec
     norm_limits: NormLimits | None = None
     approved_families: tuple[str, ...] | None = None  # base model families (EFFICIENT_1GPU_1DAY)
+    submission: SubmissionRules | None = None  # the manifest a submission must carry (SPEC §9)
 
     @model_validator(mode="after")
     def _range(self) -> ModelConstraints:
@@ -149,7 +255,11 @@ class CompetitionShare(_Frozen):
 
 
 class ScheduleEntry(_Frozen):
-    """A period of the schedule: from `start_block`, these competitions, under this protocol."""
+    """A period of the schedule: from `start_block`, these competitions, under this protocol.
+
+    Each competition's `aggregation` must be the ranking its protocol's weight rules name
+    (`WeightRules.ranking`): a HELM-ranked competition runs only under a HELM protocol.
+    """
 
     start_block: int = Field(ge=0)
     protocol: ScoringProtocol
@@ -163,6 +273,11 @@ class ScheduleEntry(_Frozen):
         total = sum(c.reward_share for c in self.competitions)
         if not math.isclose(total, 1.0, abs_tol=1e-9):
             raise ValueError(f"schedule entry at {self.start_block}: reward shares sum to {total}")
+        ranking = self.protocol.weights.ranking
+        wrong = [c.competition.name for c in self.competitions if c.competition.aggregation.value != ranking]
+        if wrong:
+            raise ValueError(f"schedule entry at {self.start_block}: protocol {self.protocol.name} ranks by "
+                             f"{ranking}, but {wrong} do not")
         return self
 
 
@@ -204,6 +319,8 @@ __all__ = [
     "CompetitionShare",
     "EpsilonSpec",
     "EvalTaskSpec",
+    "Expert",
+    "ExpertList",
     "GenerationSpec",
     "Method",
     "ModelConstraints",
@@ -212,4 +329,5 @@ __all__ = [
     "Normalization",
     "Schedule",
     "ScheduleEntry",
+    "SubmissionRules",
 ]

@@ -8,7 +8,9 @@ protocols, and the schedule names the one in force per period:
 
 - `REFERENCE_31` reproduces the reference exactly (the mainnet schedule);
 - `NEXT` carries this project's improvements (the local schedule; a future mainnet period could
-  switch to it at a block).
+  switch to it at a block);
+- `SEEDS` is `NEXT` with HELM ranking, for the two competitions of the seeds (SPEC §9: the
+  `efficient-1gpu`, `merging`, `seeds` and `seeds-local` schedules), under its own weights key.
 
 Each protocol is one frozen record made of small per-concern records (`data`, `eval`, `checks`,
 `hashing`, `weights`); each package receives only its own part and follows it, and never asks
@@ -190,6 +192,11 @@ class WeightRules(_Frozen):
             newcomer that beats the leader, and shield it. ``drop``: ours (the fix the sibling
             pretraining subnet adopted), a model that cannot beat every earlier model once
             their advantage has fully decayed is left out before win rates are computed.
+        ranking: ``win_rate``: pairwise wins of the weighted scores with the earlier upload's
+            epsilon advantage (SPEC §5). ``helm``: the seeds' ranking (SPEC §9): on each task a
+            model's mean win rate over the others (ties count half), multiplied over the
+            tasks; no age advantage, and `clones` plays no part. Every competition of a
+            period must declare the same ranking as its `aggregation` (the schedule checks).
     """
 
     scores: Literal["reference", "ours"]
@@ -200,6 +207,7 @@ class WeightRules(_Frozen):
     copies: Literal["none", "earliest"]
     clones: Literal["keep", "drop"]
     updated_models_limit: int | None = Field(ge=1)
+    ranking: Literal["win_rate", "helm"] = "win_rate"
 
 
 class ScoringProtocol(_Frozen):
@@ -266,12 +274,21 @@ NEXT = ScoringProtocol(
                         copies="earliest", clones="drop", updated_models_limit=None),
 )
 
-PROTOCOLS: dict[str, ScoringProtocol] = {p.name: p for p in (REFERENCE_31, NEXT)}
+# The seeds' competitions (SPEC §9): everything of `next`, ranked the HELM way. Its own key,
+# so weights set under it never pass for `next`'s (or the reference's) on a shared subnet.
+SEEDS = NEXT.model_copy(update={
+    "name": "seeds-helm",
+    "weights_version_key": 3020,
+    "weights": NEXT.weights.model_copy(update={"ranking": "helm"}),
+})
+
+PROTOCOLS: dict[str, ScoringProtocol] = {p.name: p for p in (REFERENCE_31, NEXT, SEEDS)}
 
 __all__ = [
     "NEXT",
     "PROTOCOLS",
     "REFERENCE_31",
+    "SEEDS",
     "CheckRules",
     "DataRules",
     "EvalRules",

@@ -47,6 +47,7 @@ NETWORK = "needs the real chain (finney) and a registered hotkey"
 RULES = (
     # README.md
     Rule(r"make demo", "make", "the whole demo (minutes of training): tests/test_demo.py runs the same run_demo"),
+    Rule(r"make demo-seeds", "make", "the seeds demo (minutes of training): tests/test_demo_seeds.py, -m slow"),
     Rule(r"make test", "skip", "this test suite itself"),
     Rule(r"pip install -e \.", "skip", "installs the package"),
     Rule(r"python neurons/validator\.py --wallet\.name vali --wallet\.hotkey default --netuid 37", "help", NETWORK),
@@ -61,6 +62,9 @@ RULES = (
          "pushes to the Hugging Face Hub and commits on finney"),
     Rule(r"\.venv/bin/python -m pytest tests/eval -q", "run", "the tests run in this suite: here they only collect",
          extra="--collect-only"),
+    Rule(r"make benchmark", "make", "the quick benchmark (half an hour on two cores): tests/scripts/test_run_benchmarks.py"),
+    Rule(r"python scripts/run_benchmarks\.py (--json|--device) .*", "help",
+         "the full benchmark (half an hour on two cores) or a GPU run"),
     Rule(r"python scripts/run_benchmarks\.py --quick", "help",
          "times both engines for minutes; tests/scripts/test_run_benchmarks.py runs it on small workloads"),
     Rule(r"python scripts/make_tiny_model\.py --out /tmp/tiny --arch qwen2", "run", "builds a tiny model"),

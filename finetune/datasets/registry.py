@@ -156,6 +156,13 @@ _REGISTRY: dict[str, LoaderEntry] = {
             "MAWPS arithmetic word problems",
             not_reproduced=_NOT_IN_REFERENCE,
         ),
+        LoaderEntry(
+            "held_out",
+            loaders.load_held_out,
+            loaders.HELD_OUT_DEFAULTS,
+            "one reference-loss data set of a pool, drawn per round from the seed (hidden-style)",
+            not_reproduced=_NOT_IN_REFERENCE,
+        ),
     )
 }
 

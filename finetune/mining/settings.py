@@ -37,7 +37,7 @@ class ChainSettings(BaseSettings):
     netuid: int = Field(37, description="subnet uid")
     chain_timeout_s: float = Field(60, description="deadline of every chain call")
     hub: str = Field("hf", description="model store: hf (Hugging Face) or dir:PATH (a local folder store)")
-    schedule: str = Field("mainnet", description="competition schedule: mainnet or local")
+    schedule: str = Field("mainnet", description="competition schedule: mainnet, local, efficient-1gpu, merging, seeds or seeds-local")
     log_level: str = Field("INFO", description="logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
 

@@ -56,6 +56,8 @@ from finetune.storage import (
     open_store,
     secure_hash,
 )
+from finetune.storage.files import MANIFEST_FILE, MAX_MANIFEST_BYTES, read_small_json
+from finetune.submission import check_submission
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +118,8 @@ def check_local_model(
     Raises:
         ModelRejected: the first violation (`too_large`, `unsafe_files`, `bad_architecture`,
             `remote_code`, `bad_param_count`, `corrupt_safetensors`, `weight_norms`,
-            `duplicate_files`, ...).
+            `duplicate_files`, ...; for the seeds' competitions the manifest's codes,
+            `missing_manifest`, `instruct_base`, `unlisted_expert`, ...).
     """
     folder = Path(model_dir)
     if not folder.is_dir():
@@ -128,6 +131,11 @@ def check_local_model(
                 os.symlink(path.resolve(), Path(staged) / path.name)
         check_model_dir(staged, competition.constraints)
         content_hash(staged, file_set=file_set)
+    if competition.constraints.submission is not None:  # the seeds' competitions: its manifest too
+        manifest = folder / MANIFEST_FILE
+        raw = manifest.read_bytes()[: MAX_MANIFEST_BYTES + 1] if manifest.is_file() else None
+        config = read_small_json(folder / "config.json")
+        check_submission(raw, competition.constraints, config if isinstance(config, dict) else {})
 
 
 def require_registered(chain: ChainClient, hotkey: str) -> None:

@@ -21,11 +21,12 @@ import tempfile
 from pathlib import Path
 
 import constants
-from finetune.errors import RepoNotFound, StorageError
+from finetune.errors import ModelRejected, RepoNotFound, StorageError
 from finetune.storage.files import (
-    allowed_files_in,
     is_allowed_file,
+    is_safe_file_name,
     sha256_file,
+    upload_files_in,
     validate_repo_id,
     validate_revision,
 )
@@ -106,7 +107,7 @@ class DirModelStore:
 
     # -- writes -------------------------------------------------------------------------
     def upload(self, model_dir: str | Path, repo_id: str, *, private: bool = True) -> str:
-        """Copy the allowed files of `model_dir` into a new (or identical) revision.
+        """Copy the allowed files of `model_dir` (and its manifest) into a new (or identical) revision.
 
         Returns:
             The 40-hex revision sha (the same for the same files).
@@ -115,7 +116,7 @@ class DirModelStore:
             StorageError: bad repo id, or no allowed file in `model_dir` (reason `empty_upload`).
         """
         repo_dir = self._repo_dir(repo_id)
-        files = allowed_files_in(model_dir)
+        files = upload_files_in(model_dir)
         if not files:
             raise StorageError(f"nothing to upload from {model_dir}", reason="empty_upload")
         revisions = repo_dir / "revisions"
@@ -171,6 +172,23 @@ class DirModelStore:
         return RevisionInfo(
             repo_id=repo_id, revision=revision, files=files, total_bytes=sum(f.size for f in files)
         )
+
+    def read_file(self, repo_id: str, revision: str, path: str, *, max_bytes: int) -> bytes | None:
+        """The bytes of one small file of the revision (the submission manifest), or None.
+
+        Raises:
+            RepoNotFound: no such repo or revision.
+            ModelRejected: the listed file is over `max_bytes` (reason `oversized_file`).
+        """
+        if not is_safe_file_name(path) or "/" in path:
+            raise StorageError(f"not a top-level file name: {path!r}", reason="bad_file_name")
+        entry = next((e for e in self._manifest(repo_id, revision) if e["path"] == path), None)
+        if entry is None:
+            return None
+        if entry["size"] > max_bytes:
+            raise ModelRejected(f"{path} is {entry['size']} bytes, over {max_bytes}", reason="oversized_file")
+        with open(self._repo_dir(repo_id) / "revisions" / revision / path, "rb") as f:
+            return f.read(max_bytes + 1)
 
     def safetensors_metadata(self, repo_id: str, revision: str) -> SafetensorsSummary:
         """Sum the parameters in the revision's safetensors headers.

@@ -15,6 +15,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from finetune.errors import ModelRejected, StorageError
+from finetune.submission import MAX_SUBMISSION_BYTES, SUBMISSION_FILE
 
 # Weights (safetensors only), configs and tokenizer files. Never pickles (*.bin, *.pt) or code.
 ALLOWED_FILE_PATTERNS: tuple[str, ...] = (
@@ -162,6 +163,28 @@ def read_small_json(path: str | Path) -> object:
         raise ValueError("nested too deeply") from None
 
 
+# The seeds' competitions' submission manifest (`finetune.submission`): uploaded with the
+# model and read by itself through `ModelStore.read_file`, but never downloaded with the model
+# nor hashed, so no protocol's file set or content hash changes because of it.
+MANIFEST_FILE = SUBMISSION_FILE
+MAX_MANIFEST_BYTES = MAX_SUBMISSION_BYTES
+
+
+def upload_files_in(folder: str | Path) -> list[Path]:
+    """What an upload of `folder` pushes: its allowed files, plus `MANIFEST_FILE` if present.
+
+    Raises:
+        StorageError: the manifest is over `MAX_MANIFEST_BYTES` (reason `oversized_file`).
+    """
+    files = allowed_files_in(folder)
+    manifest = Path(folder) / MANIFEST_FILE
+    if manifest.is_file():
+        if manifest.stat().st_size > MAX_MANIFEST_BYTES:
+            raise StorageError(f"{manifest} is over {MAX_MANIFEST_BYTES} bytes", reason="oversized_file")
+        files = sorted([*files, manifest], key=lambda p: p.name)
+    return files
+
+
 def allowed_files_in(folder: str | Path) -> list[Path]:
     """The allowed files directly inside `folder`, sorted by name (code-point order)."""
     root = Path(folder)
@@ -172,6 +195,9 @@ def allowed_files_in(folder: str | Path) -> list[Path]:
 
 __all__ = [
     "ALLOWED_FILE_PATTERNS",
+    "MANIFEST_FILE",
+    "MAX_MANIFEST_BYTES",
+    "upload_files_in",
     "MAX_FILE_BYTES",
     "UNSAFE_SUFFIXES",
     "allowed_files_in",

@@ -21,7 +21,12 @@ from typing import TypeVar
 
 import constants
 from finetune.errors import FinetuneError, ModelRejected, RepoNotFound, StorageError
-from finetune.storage.files import allowed_files_in, validate_repo_id, validate_revision
+from finetune.storage.files import (
+    is_safe_file_name,
+    upload_files_in,
+    validate_repo_id,
+    validate_revision,
+)
 from finetune.storage.records import RemoteFile, RevisionInfo, SafetensorsSummary
 from finetune.storage.transfer import (
     Deadline,
@@ -164,7 +169,7 @@ class HfModelStore:
         from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
         validate_repo_id(repo_id)
-        files = allowed_files_in(model_dir)
+        files = upload_files_in(model_dir)
         if not files:
             raise StorageError(f"nothing to upload from {model_dir}", reason="empty_upload")
         api = self._api
@@ -317,6 +322,40 @@ class HfModelStore:
             )
 
         return fill_folder(dest_dir, info.download_files, copy_one)
+
+    def read_file(self, repo_id: str, revision: str, path: str, *, max_bytes: int) -> bytes | None:
+        """The bytes of one small file of the revision (the submission manifest), or None.
+
+        Bounded like a download: its listed size, at most `max_bytes`, within the store's
+        download allowance.
+
+        Raises:
+            RepoNotFound: no such repo or revision.
+            ModelRejected: the listed file is over `max_bytes` (reason `oversized_file`).
+            StorageError: a Hub failure.
+        """
+        import tempfile
+
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers
+
+        if not is_safe_file_name(path) or "/" in path:
+            raise StorageError(f"not a top-level file name: {path!r}", reason="bad_file_name")
+        remote = next((f for f in self.revision_info(repo_id, revision).files if f.path == path), None)
+        if remote is None:
+            return None
+        if remote.size > max_bytes:
+            raise ModelRejected(f"{path} is {remote.size} bytes, over {max_bytes}", reason="oversized_file")
+        deadline = Deadline(self.download_base_s)
+        headers = build_hf_headers(token=self._token)
+        headers["Accept-Encoding"] = "identity"
+        url = hf_hub_url(repo_id, path, revision=revision, endpoint=self._endpoint)
+        what = f"read {repo_id}@{revision[:8]}/{path}"
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / "file"
+            self._call(what, lambda: self._stream_file(url, headers, remote, target, deadline, what),
+                       deadline=deadline)
+            return target.read_bytes()
 
     def _stream_file(
         self,

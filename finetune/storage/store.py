@@ -36,6 +36,11 @@ class ModelStore(Protocol):
         """Parameter count per dtype from the safetensors headers only."""
         ...
 
+    def read_file(self, repo_id: str, revision: str, path: str, *, max_bytes: int) -> bytes | None:
+        """One small top-level file of the revision (the submission manifest), None if absent;
+        a listed size over `max_bytes` raises `ModelRejected` (`oversized_file`)."""
+        ...
+
     def download(
         self, repo_id: str, revision: str, dest_dir: str | Path, *, deadline_s: float | None = None
     ) -> Path:

@@ -26,6 +26,7 @@ from finetune.storage import (
     check_revision,
     verify_hashes,
 )
+from finetune.storage.files import MANIFEST_FILE, MAX_MANIFEST_BYTES
 from finetune.validator.isolation import is_memory_error, run_in_child
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,10 @@ class StoreFetcher:
         expected = self._download_bytes.pop((model_id.repo_id, model_id.commit), None)
         path = self.cache.fetch(self.store, hotkey, model_id.repo_id, model_id.commit, expected_bytes=expected)
         return str(path)
+
+    def read_manifest(self, model_id: ModelId) -> bytes | None:
+        """The revision's submission manifest (size-capped), None when it has none."""
+        return self.store.read_file(model_id.repo_id, model_id.commit, MANIFEST_FILE, max_bytes=MAX_MANIFEST_BYTES)
 
     def verify(self, model_dir: str, hotkey: str, model_id: ModelId, constraints: ModelConstraints,
                protocol: ScoringProtocol = NEXT, should_abort: Callable[[], bool] | None = None) -> str:

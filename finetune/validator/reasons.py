@@ -34,6 +34,7 @@ STAGES = {
     "listing": "the file listing and safetensors headers, before any download",
     "download": "the download",
     "check": "the checks of the downloaded copy (in a child process)",
+    "manifest": "the submission manifest (`submission.json`) of the seeds' competitions, after the checks",
     "round": "the round, when its results are applied",
     "scoring": "scoring (the model stays ready and scores inf this round)",
 }
@@ -188,6 +189,39 @@ REASONS: tuple[Reason, ...] = (
        "The validator was shutting down during the check or the scoring; nothing is held against "
        "the model",
        "Nothing: it is redone after the restart", retried=True),
+    # --- the submission manifest (EFFICIENT_1GPU_1DAY, MERGE_GENERALIST and their twins) -------
+    _r("missing_manifest", "manifest",
+       "The competition needs a `submission.json` in the revision and it has none",
+       "Write it with `scripts/merge_models.py` (merges) or `scripts/reproduce.py --write-manifest` "
+       "(recipes), then upload again"),
+    _r("bad_manifest", "manifest",
+       "`submission.json` is over 64 KiB, not JSON, not the schema (an unknown field, a repo or "
+       "revision that is not one), the other kind than the competition's, or its settings hash "
+       "does not match its settings",
+       "Write it with the project's tools; never edit it by hand"),
+    _r("instruct_base", "manifest",
+       "The declared base is an instruction-tuned or chat model (an `instruct`, `chat`, `it`, "
+       "`sft`, ... word in its name or in the config's `_name_or_path`)",
+       "Start from the family's base model and declare that"),
+    _r("unsure_base", "manifest",
+       "The validator cannot tell the base's family: the name names none, the name and "
+       "config.json disagree, or `model_type` is one it does not know",
+       "Declare the base under its published name (it names its family); ask for a family to be listed"),
+    _r("closed_data", "manifest",
+       "A recipe's data entry is neither a Hub dataset id nor a listed generator (a local file "
+       "nobody can check or re-run)",
+       "Publish the data set on the Hub and list its id"),
+    _r("unlisted_expert", "manifest",
+       "A merged model (or its base) is not on the competition's published expert list, or is "
+       "at another revision than the list pins",
+       "Merge only the listed experts (`scripts/merge_models.py --experts COMPETITION`)"),
+    _r("bad_license", "manifest",
+       "A merged model's declared licence is not research-compatible or not the list's",
+       "Declare each expert's licence as the list has it"),
+    _r("over_budget", "manifest",
+       "The declared training, or merge plus re-calibration, took longer than the competition's "
+       "budget, or the merge's peak memory was over its cap",
+       "Train or merge within the budget (`docs/competitions.md`)"),
     # --- the round ------------------------------------------------------------------------------
     _r("copy", "round",
        "The same content hash was committed earlier by another hotkey: only the earliest competes",

@@ -92,16 +92,51 @@ def _failures_note(model) -> str:
     return "; ".join(f"{name}: {failure}" for name, failure in sorted(model.task_failures.items()))
 
 
+def _helm(result: RoundResult) -> bool:
+    return getattr(result, "ranking", "win_rate") == "helm"
+
+
+def _win_rate_cell(model, name: str) -> str:
+    """HELM: the task's raw score and the model's mean win rate there: ``0.731 (wr 0.50)``."""
+    raw, _ = model.tasks.get(name, (math.nan, math.nan))
+    rate = model.task_win_rates.get(name)
+    text = f"{_fmt(raw, 3)} (wr {_fmt(rate, 2)})"
+    failure = model.task_failures.get(name, "")
+    return f"{text} ({printable(failure_code(failure), 40)})" if failure else text
+
+
+def efficiency_note(submission: Mapping[str, str | float]) -> str:
+    """A submission's declared figures, for people: ``ties 0.4s 312 MiB`` or ``base org/x@1234``."""
+    if not submission:
+        return ""
+    if submission.get("kind") == "merge":
+        memory = float(submission.get("peak_memory_bytes", 0.0)) / 2**20
+        recal = f" +recal {submission['recalibration']}" if submission.get("recalibration") else ""
+        return f"{submission.get('method', '?')} {float(submission.get('total_seconds', 0.0)):.1f}s {memory:.0f} MiB{recal}"
+    return f"base {submission.get('base', '?')} {float(submission.get('train_seconds', 0.0)):.0f}s"
+
+
 def round_table(result: RoundResult) -> Table:
-    """uid, repo, score, epsilon advantage, win rate, weights and per-task raw/normalised."""
+    """uid, repo, score, epsilon advantage, win rate, weights and per-task raw/normalised.
+
+    Under HELM ranking (SPEC §9) the ranking column is the HELM score (the product of the
+    per-task mean win rates) and each task shows its raw score with the model's win rate there,
+    plus the submission's declared figures: the table says why the winner won.
+    """
+    helm = _helm(result)
     task_names = sorted({name for m in result.models for name in m.tasks})
     title = (f"{result.competition_name} (id {result.competition_id}) "
-             f"window {result.window_block} seed {result.seed:x}")
+             f"window {result.window_block} seed {result.seed:x}" + (" HELM ranking" if helm else ""))
     table = Table(title=cell(title))
-    for header in ("uid", "repo", "block", "score", "eps adv", "win rate", "step", "weight"):
+    headers = ("uid", "repo", "block", "score", "HELM" if helm else "win rate", "step", "weight")
+    if not helm:
+        headers = (*headers[:4], "eps adv", *headers[4:])
+    for header in headers:
         table.add_column(header, justify="left" if header == "repo" else "right")
     for name in task_names:
-        table.add_column(cell(f"{name} raw/norm"), justify="right")
+        table.add_column(cell(f"{name} raw (win rate)" if helm else f"{name} raw/norm"), justify="right")
+    if any(m.submission for m in result.models):
+        table.add_column("submission")
     table.add_column("note")
     for model in sorted(result.models, key=lambda m: (-result.ema.get(m.hotkey, 0.0), m.score)):
         cells: list[RenderableType] = [
@@ -109,14 +144,17 @@ def round_table(result: RoundResult) -> Table:
             cell(f"{model.repo_id}@{model.revision[:7]}", 60),
             str(model.block),
             _fmt(model.score),
-            _fmt(model.epsilon_advantage, 3),
+            *([] if helm else [_fmt(model.epsilon_advantage, 3)]),
             _fmt(model.win_rate, 3),
             _fmt(result.step_weights.get(model.hotkey, 0.0), 3),
             _fmt(result.ema.get(model.hotkey, 0.0), 3),
         ]
         for name in task_names:
             raw, normalized = model.tasks.get(name, (math.nan, math.nan))
-            cells.append(cell(_task_cell(raw, normalized, model.task_failures.get(name, ""), 3)))
+            cells.append(cell(_win_rate_cell(model, name) if helm
+                              else _task_cell(raw, normalized, model.task_failures.get(name, ""), 3)))
+        if any(m.submission for m in result.models):
+            cells.append(cell(efficiency_note(model.submission), 80))
         # A model's own failure names its failed tasks already; a model that still scored
         # (a capped task's failure counts 1) says here which task failed and why.
         cells.append(cell(model.reason or _failures_note(model), 200))
@@ -163,6 +201,11 @@ def round_record(result: RoundResult) -> dict[str, Any]:
         for name, (raw, normalized) in model.tasks.items():
             record[f"{prefix}/{name}/raw"] = raw if math.isfinite(raw) else None
             record[f"{prefix}/{name}/normalized"] = normalized if math.isfinite(normalized) else None
+        for name, rate in model.task_win_rates.items():
+            record[f"{prefix}/{name}/win_rate"] = rate
+        for key in ("merge_seconds", "peak_memory_bytes", "total_seconds", "train_seconds"):
+            if isinstance(model.submission.get(key), float):
+                record[f"{prefix}/{key}"] = model.submission[key]
     return record
 
 
@@ -173,12 +216,15 @@ def round_lines(result: RoundResult) -> list[str]:
     lines = [head]
     for model in sorted(result.models, key=lambda m: (-result.ema.get(m.hotkey, 0.0), m.score)):
         tasks = " ".join(f"{printable(name, 40)}={_task_cell(raw, norm, model.task_failures.get(name, ''), 4, '')}"
+                         + (f"/wr{_fmt(model.task_win_rates[name], 3)}" if name in model.task_win_rates else "")
                          for name, (raw, norm) in sorted(model.tasks.items()))
+        if model.submission:
+            tasks += f" submission {printable(efficiency_note(model.submission), 120)}"
         note = (f" reason {printable(model.reason, 200)}" if model.reason
                 else f" failed_tasks {printable(_failures_note(model), 200)}" if model.task_failures else "")
         lines.append(
             f"  uid {model.uid} repo {printable(model.repo_id, 60)}@{model.revision[:8]} block {model.block} "
-            f"score {_fmt(model.score, 6)} win_rate {_fmt(model.win_rate, 4)} "
+            f"score {_fmt(model.score, 6)} {'helm' if _helm(result) else 'win_rate'} {_fmt(model.win_rate, 4)} "
             f"step {_fmt(result.step_weights.get(model.hotkey, 0.0), 4)} "
             f"weight {_fmt(result.ema.get(model.hotkey, 0.0), 6)} {tasks}"
             + note
@@ -201,7 +247,8 @@ def round_json(result: RoundResult) -> list[str]:
             "step": result.step_weights.get(model.hotkey, 0.0), "weight": result.ema.get(model.hotkey, 0.0),
             "tasks": {n: {"raw": _json_number(r), "normalized": _json_number(v),
                           "failure": model.task_failures.get(n, "")} for n, (r, v) in model.tasks.items()},
-            "reason": model.reason,
+            "reason": model.reason, "ranking": result.ranking,
+            "task_win_rates": dict(model.task_win_rates), "submission": dict(model.submission),
         }, ensure_ascii=True))  # miner text stays escaped in the line
     return out
 
@@ -229,6 +276,7 @@ __all__ = [
     "LOG_FORMATS",
     "ValidatorConsole",
     "cell",
+    "efficiency_note",
     "make_console",
     "print_round",
     "rejections_table",

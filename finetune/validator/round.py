@@ -32,6 +32,7 @@ from finetune.scoring import (
     normalised_scores,
     should_retry,
     step_weights,
+    task_win_rates,
 )
 from finetune.scoring import subnet_weights as combine_competitions
 from finetune.scoring.aggregate import reference_score
@@ -90,6 +91,11 @@ class ModelRoundResult:
     tasks: dict[str, tuple[float, float]]  # task -> (raw, normalised)
     reason: str = ""
     task_failures: dict[str, str] = field(default_factory=dict)  # task -> why it gave no score
+    # HELM ranking (SPEC §9): task -> this model's mean win rate there; `win_rate` is their product.
+    task_win_rates: dict[str, float] = field(default_factory=dict)
+    # The seeds' competitions: what its checked submission.json declared (merge seconds, peak
+    # memory, a recipe's base), from `TrackedModel.submission`.
+    submission: dict[str, str | float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,7 @@ class RoundResult:
     dropped_tasks: dict[str, str]
     winner: str = ""  # hotkey of the round's winner (first at the best win rate), "" if none
     deferred: tuple[str, ...] = ()  # not scored for the validator's own failure: pending again
+    ranking: str = "win_rate"  # the competition's aggregation: "helm" ranks by HELM score
 
     def by_hotkey(self) -> dict[str, ModelRoundResult]:
         return {m.hotkey: m for m in self.models}
@@ -203,6 +210,16 @@ def _rank(plan: RoundPlan, outcomes: dict[str, WorkerOutcome], models: dict[str,
     return scores, {h: win_rate.get(h, 0.0) for h in scores}, failed
 
 
+def _task_win_rates(competition: Competition, outcomes: Mapping[str, WorkerOutcome],
+                    dropped: Mapping[str, str]) -> dict[str, dict[str, float]]:
+    """HELM only: hotkey -> task -> mean win rate on that task (what the HELM score multiplies)."""
+    if competition.aggregation is not Aggregation.HELM:
+        return {}
+    raws = {h: {n: v["raw"] for n, v in o.tasks.items()} for h, o in outcomes.items()}
+    per_task = {t.name: task_win_rates(raws, t.name) for t in competition.tasks if t.name not in dropped}
+    return {h: {name: rates[h] for name, rates in per_task.items()} for h in outcomes}
+
+
 NOT_COMPETITIVE = "not_competitive: cannot beat an earlier model even once its advantage has decayed"
 # Failures that are the validator's own (no worker process could start): such a model is not
 # part of the round at all, nothing is recorded against it, and it is evaluated next round.
@@ -250,6 +267,7 @@ def execute_round(
     step = reference_step_weights(win_rate) if rules.all_failed == "share" else step_weights(win_rate, failed)
     winner = max(win_rate, key=win_rate.get) if win_rate else ""
     ema = _smooth(plan, state.competition(competition.id).ema, step)
+    per_task = _task_win_rates(competition, outcomes, dropped)
     results = []
     for hotkey in (h for h in plan.hotkeys if h in outcomes):
         outcome, model = outcomes[hotkey], models[hotkey]
@@ -264,11 +282,12 @@ def execute_round(
                     else NOT_COMPETITIVE if hotkey in failed else ""),
             task_failures={n: printable(v["failure"], 200) for n, v in outcome.tasks.items()
                            if n in normalised and v.get("failure")},
+            task_win_rates=per_task.get(hotkey, {}), submission=dict(model.submission),
         ))
     return RoundResult(
         competition_id=competition.id, competition_name=competition.name, window_block=plan.window_block,
         seed=plan.seed, block_now=plan.block_now, models=tuple(results), step_weights=step, ema=ema,
-        dropped_tasks=dropped, winner=winner, deferred=deferred,
+        dropped_tasks=dropped, winner=winner, deferred=deferred, ranking=competition.aggregation.value,
     )
 
 

@@ -131,7 +131,8 @@ class ValidatorSettings(BaseSettings):
                                    **_positive())
     hub: str = Field("hf", description="model store: hf (Hugging Face) or dir:PATH (a local folder store)",
                      json_schema_extra={"metavar": "SPEC"})
-    schedule: str = Field("mainnet", description="competition schedule: mainnet or local",
+    schedule: str = Field("mainnet", description="competition schedule: mainnet, local, efficient-1gpu, "
+                          "merging, seeds or seeds-local",
                           json_schema_extra={"metavar": "NAME"})
     model_dir: Path = Field(_HOME / "models", description="disk cache of downloaded models")
     state_path: Path = Field(_HOME / "validator" / "state.json", description="validator state file")

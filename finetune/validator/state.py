@@ -45,6 +45,9 @@ class TrackedModel(BaseModel):
     # (older, ready) model keeps competing.
     waiting_commitment: str = ""
     waiting_detail: str = ""
+    # The seeds' competitions: what its checked `submission.json` declared (a merge's time
+    # and peak memory, a recipe's base); escaped and bounded by `finetune.submission`.
+    submission: dict[str, str | float] = Field(default_factory=dict)
 
 
 class EvalRecord(BaseModel):

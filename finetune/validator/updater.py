@@ -11,12 +11,15 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from finetune.chain import MetagraphSnapshot, ModelId, NeuronInfo, decode_commitment
 from finetune.competition import Schedule
 from finetune.errors import DiskFull, FinetuneError, ModelRejected, RepoNotFound, StorageError
 from finetune.protocol import ScoringProtocol
+from finetune.storage.files import read_small_json
+from finetune.submission import check_submission
 from finetune.text import printable
 from finetune.validator.state import TrackedModel
 
@@ -35,6 +38,8 @@ class ModelFetcher(Protocol):
     def inspect(self, model_id: ModelId, constraints, protocol: ScoringProtocol) -> None: ...
 
     def fetch(self, hotkey: str, model_id: ModelId) -> str: ...
+
+    def read_manifest(self, model_id: ModelId) -> bytes | None: ...
 
     def verify(self, model_dir: str, hotkey: str, model_id: ModelId, constraints, protocol: ScoringProtocol,
                should_abort: Callable[[], bool] | None = None) -> str: ...
@@ -118,6 +123,7 @@ def check_neuron(
         model_dir = fetcher.fetch(neuron.hotkey, model_id)
         content_hash = fetcher.verify(model_dir, neuron.hotkey, model_id, constraints, protocol,
                                       should_abort=should_abort)
+        submission = _submission(fetcher, model_id, model_dir, constraints)
     except ModelRejected as exc:
         return _tracked(neuron, status="rejected", reason=exc.reason, detail=str(exc), **base)
     except RepoNotFound as exc:
@@ -137,7 +143,17 @@ def check_neuron(
         logger.exception("unexpected error checking uid %d", neuron.uid)
         return _tracked(neuron, status="rejected", reason="check_failed",
                         detail=f"{type(exc).__name__}: {exc}"[:300], **base)
-    return _tracked(neuron, status="ready", local_path=model_dir, content_hash=content_hash, **base)
+    return _tracked(neuron, status="ready", local_path=model_dir, content_hash=content_hash,
+                    submission=submission, **base)
+
+
+def _submission(fetcher: ModelFetcher, model_id: ModelId, model_dir: str, constraints) -> dict[str, str | float]:
+    """The seeds' competitions: the revision's `submission.json`, checked against the rules
+    (`finetune.submission`); {} where the competition asks for none. Raises ModelRejected."""
+    if constraints.submission is None:
+        return {}
+    config = read_small_json(Path(model_dir) / "config.json")
+    return check_submission(fetcher.read_manifest(model_id), constraints, config if isinstance(config, dict) else {})
 
 
 def high_stake_picks(

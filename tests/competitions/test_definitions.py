@@ -89,8 +89,25 @@ def test_seed_competitions():
     assert {(t.name, t.method, t.dataset) for t in merge.tasks} == {
         ("BOOLQ", Method.EXACT_ANSWER, "boolq"),
         ("MAWPS", Method.EXACT_ANSWER, "mawps"),
+        ("HELD_OUT", Method.REFERENCE_LOSS, "held_out"),
     }
+    assert merge.aggregation is Aggregation.HELM
     assert comps.dyck_language(1.0).dataset == "dyck"
+    # Each names the manifest it needs; the merge's published experts carry research licences.
+    assert eff.constraints.submission.kind == "recipe" and eff.constraints.submission.max_hours == 24
+    rules = merge.constraints.submission
+    assert rules.kind == "merge" and rules.experts.base is not None
+    assert all(e.license in rules.licenses for e in rules.experts.entries())
+
+
+def test_local_twins_of_the_seed_competitions():
+    for twin, real in ((comps.LOCAL_EFFICIENT, comps.EFFICIENT_1GPU_1DAY), (comps.LOCAL_MERGING, comps.MERGE_GENERALIST)):
+        assert twin.id > 100 and twin.aggregation is real.aggregation is Aggregation.HELM
+        assert twin.constraints.submission.kind == real.constraints.submission.kind
+        assert twin.constraints.max_params <= 5_000_000 and all(t.samples <= 10 for t in twin.tasks)
+        assert twin.constraints.epsilon.start == 0.0
+    assert {t.name for t in comps.LOCAL_MERGING.tasks} == {t.name for t in comps.MERGE_GENERALIST.tasks}
+    assert comps.LOCAL_EFFICIENT.constraints.approved_families == comps.EFFICIENT_1GPU_1DAY.constraints.approved_families
 
 
 def test_local_competitions_fit_the_tiny_models():

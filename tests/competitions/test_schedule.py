@@ -68,3 +68,31 @@ def test_get_schedule():
     assert comps.get_schedule("local") is comps.LOCAL_SCHEDULE
     with pytest.raises(UnknownIdError, match="mainnet"):
         comps.get_schedule("testnet")
+
+
+def test_seed_schedules_run_the_helm_protocol_and_leave_the_others_alone():
+    from finetune.protocol import NEXT, REFERENCE_31, SEEDS
+
+    for name in ("efficient-1gpu", "merging", "seeds", "seeds-local"):
+        entry = comps.get_schedule(name).active_at(10**9)
+        assert entry.protocol is SEEDS
+        assert all(s.competition.aggregation.value == "helm" for s in entry.competitions)
+    assert _shares(0, comps.get_schedule("seeds")) == {"EFFICIENT_1GPU_1DAY": 0.5, "MERGE_GENERALIST": 0.5}
+    assert _shares(0, comps.SEEDS_LOCAL_SCHEDULE) == {"LOCAL_EFFICIENT": 0.5, "LOCAL_MERGING": 0.5}
+    # Its own weights key and name; `next` and the reference are untouched.
+    assert SEEDS.weights_version_key not in (NEXT.weights_version_key, REFERENCE_31.weights_version_key)
+    assert (NEXT.weights.ranking, REFERENCE_31.weights.ranking) == ("win_rate", "win_rate")
+    assert SEEDS.model_copy(update={"name": NEXT.name, "weights_version_key": NEXT.weights_version_key,
+                                    "weights": NEXT.weights}) == NEXT
+    assert all(e.protocol is REFERENCE_31 for e in comps.SCHEDULE.entries)
+    assert comps.protocol_for(comps.LOCAL_MERGING) is SEEDS
+    assert comps.protocol_for(comps.LOCAL_INSTRUCT) is NEXT
+
+
+def test_a_helm_competition_needs_a_helm_protocol():
+    from finetune.competition import CompetitionShare, ScheduleEntry
+    from finetune.protocol import NEXT
+
+    with pytest.raises(ValueError, match="ranks by win_rate"):
+        ScheduleEntry(start_block=0, protocol=NEXT,
+                      competitions=(CompetitionShare(competition=comps.LOCAL_MERGING, reward_share=1.0),))

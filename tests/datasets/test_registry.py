@@ -19,6 +19,7 @@ ALL_IDS = [
     "codeforces_cots",
     "dyck",
     "fineweb",
+    "held_out",
     "if_eval_v1",
     "if_eval_v2",
     "mawps",
@@ -134,3 +135,25 @@ def test_data_config_is_frozen_and_strict():
     assert config.revision_for("google/boolq", "boolq") == "abc"
     assert config.revision_for("MU-NLPC/Calc-mawps", "mawps") == "def"
     assert config.revision_for("x/y", "fineweb") is None
+
+
+def test_held_out_draws_one_pool_member_per_round_from_the_seed():
+    from finetune.datasets.loaders import HELD_OUT_POOL, SALT_HELD_OUT, held_out_choice, load_dyck
+
+    pool = ",".join(HELD_OUT_POOL)
+    chosen = {held_out_choice(seed, pool) for seed in range(40)}
+    assert chosen == set(HELD_OUT_POOL)  # every member comes up over rounds
+    assert held_out_choice(7, pool) == held_out_choice(7, "synthetic_qa, dyck,word_sorting")  # order-free
+    seed = next(s for s in range(100) if held_out_choice(s, "dyck,word_sorting") == "dyck")
+    samples = load_task_samples("held_out", seed=seed, count=5, options={"pool": "dyck,word_sorting"},
+                                config=OFFLINE)
+    assert all(isinstance(x, ReferenceSample) for x in samples) and len(samples) == 5
+    # Drawn with its own salt: not the samples the DYCK task itself scores with that seed.
+    assert samples == load_dyck(seed ^ SALT_HELD_OUT, 5, {}, OFFLINE)
+    assert samples != load_task_samples("dyck", seed=seed, count=5, config=OFFLINE)
+
+
+@pytest.mark.parametrize("pool", ["", "dyck,fineweb", " , "])
+def test_held_out_pool_must_hold_known_reference_loss_sets(pool):
+    with pytest.raises(ConfigError, match="held_out pool"):
+        load_task_samples("held_out", seed=0, count=1, options={"pool": pool}, config=OFFLINE)

@@ -121,7 +121,8 @@ def test_every_field_has_a_flag_and_a_description():
                                   "(got loud)"),
         (["--hub", "s3://bucket"], "error: --hub: must be hf or dir:PATH (got s3://bucket)"),
         (["--hub", "dir:"], "error: --hub: dir: needs a folder after it (got dir:)"),
-        (["--schedule", "testnet"], "error: --schedule: must be one of mainnet, local (got testnet)"),
+        (["--schedule", "testnet"], "error: --schedule: must be one of mainnet, local, efficient-1gpu, merging, "
+         "seeds, seeds-local (got testnet)"),
         (["--chain", "ws://"], "error: --chain: ws:// needs a HOST:PORT after it (got ws://)"),
         (["--weights-chain", "finny"], "error: --weights-chain: must be finney, test, local, ws://HOST:PORT, "
                                        "wss://HOST:PORT or devnet:PATH (got finny)"),
@@ -215,3 +216,8 @@ def test_offline_and_dont_set_weights_are_wired_into_the_loop(monkeypatch, tmp_p
     assert validator.config.data.offline is offline_data
     # Only setting weights signs anything: without it no wallet is needed.
     assert (validator.wallet == "wallet") is sets_weights and len(loads) == int(sets_weights)
+
+
+@pytest.mark.parametrize("name", ["efficient-1gpu", "merging", "seeds", "seeds-local"])
+def test_the_seed_schedules_are_accepted(name):
+    assert ValidatorSettings(schedule=name).schedule == name

@@ -116,3 +116,24 @@ def test_private_until_made_public(store, tiny_model_dir):
     assert store.revision_info(REPO, sha).revision == sha  # the owner sees it
     store.set_private(REPO, False)
     assert outsider.revision_info(REPO, sha).revision == sha
+
+
+def test_manifest_is_uploaded_read_alone_and_never_downloaded_or_hashed(store, tiny_model_dir, tmp_path):
+    from finetune.errors import ModelRejected
+    from finetune.storage.files import MANIFEST_FILE
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    plain = store.upload(model, REPO)
+    assert store.read_file(REPO, plain, MANIFEST_FILE, max_bytes=1024) is None
+    (model / MANIFEST_FILE).write_text('{"kind": "merge"}')
+    sha = store.upload(model, REPO)
+    assert sha != plain
+    assert store.read_file(REPO, sha, MANIFEST_FILE, max_bytes=1024) == b'{"kind": "merge"}'
+    with pytest.raises(ModelRejected) as err:
+        store.read_file(REPO, sha, MANIFEST_FILE, max_bytes=4)
+    assert err.value.reason == "oversized_file"
+    with pytest.raises(StorageError):
+        store.read_file(REPO, sha, "../repo.json", max_bytes=1024)
+    dest = store.download(REPO, sha, tmp_path / "snap")
+    assert MANIFEST_FILE not in {p.name for p in dest.iterdir()}
+    assert content_hash(dest) == content_hash(tiny_model_dir)

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -146,6 +147,34 @@ def test_helm_competition_ranks_by_product_of_task_win_rates():
     # Mean win rates: a (1, 0), b (1/2, 1), c (0, 1/2); products: a 0, b 1/2, c 0.
     assert {m.hotkey: m.win_rate for m in result.models} == {"a": 0.0, "b": 0.5, "c": 0.0}
     assert result.step_weights == {"a": 0.0, "b": 1.0, "c": 0.0}
+    # The result carries why: each task's mean win rate (what the HELM score multiplies).
+    assert result.ranking == "helm" and result.winner == "b"
+    assert {m.hotkey: m.task_win_rates for m in result.models} == {
+        "a": {"t1": 1.0, "t2": 0.0}, "b": {"t1": 0.5, "t2": 1.0}, "c": {"t1": 0.0, "t2": 0.5}}
+    from finetune.validator.report import round_json, round_lines, round_table
+
+    lines = "\n".join(round_lines(result))
+    assert "helm 0.5000" in lines and "t2=1.0000/1.0000/wr1.000" in lines
+    assert all(json.loads(line)["ranking"] == "helm" for line in round_json(result))
+    table = round_table(result)
+    assert "HELM" in [str(c.header) for c in table.columns] and "eps adv" not in [str(c.header) for c in table.columns]
+
+
+def test_a_merge_round_shows_each_models_declared_time_and_memory():
+    from rich.console import Console
+
+    from finetune.validator.report import round_table
+
+    state = _state(_model("a", 1, 10, "X"))
+    state.models["a"] = state.models["a"].model_copy(update={"submission": {
+        "kind": "merge", "method": "ties", "merge_seconds": 1.5, "total_seconds": 3.0,
+        "peak_memory_bytes": float(512 * 2**20), "recalibration": "[red]boolq"}})
+    _, result = _round(state, {"a": 1.0})
+    assert result.models[0].submission["method"] == "ties"
+    console = Console(record=True, width=300)
+    console.print(round_table(result))
+    text = console.export_text()
+    assert "ties 3.0s 512 MiB +recal [red]boolq" in text  # miner text shown as written, never markup
 
 
 def test_new_revision_gets_its_own_retry_whatever_the_old_one_did():
