@@ -40,7 +40,7 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-
 _REVISION = re.compile(r"[0-9a-f]{40}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _Text = Annotated[str, Field(max_length=200)]
-_Scalar = str | int | float | bool | None
+_Scalar = str | int | Annotated[float, Field(allow_inf_nan=False)] | bool | None  # JSON has no NaN
 
 
 class _Frozen(BaseModel):
@@ -102,7 +102,7 @@ class Recalibration(_Frozen):
     """Light training of the merged model on re-calibration data (the miner's trainer)."""
 
     dataset: _Text
-    steps: int = Field(ge=0)
+    steps: int = Field(ge=0, le=10**9)
     seconds: float = Field(ge=0, allow_inf_nan=False)
 
 
@@ -112,7 +112,7 @@ class MergeSubmission(_Frozen):
     base: ModelRef | None = None
     experts: tuple[ModelRef, ...] = Field(min_length=1, max_length=16)
     merge_seconds: float = Field(ge=0, allow_inf_nan=False)
-    peak_memory_bytes: int = Field(ge=0)
+    peak_memory_bytes: int = Field(ge=0, le=2**63)
     recalibration: Recalibration | None = None
 
     @property
@@ -234,9 +234,26 @@ def _open_data(entry: str, listed: tuple[str, ...]) -> bool:
                                and not _FILE_SUFFIX.search(entry))
 
 
+def _strings(value: object) -> list[str]:
+    """A settings entry as a list of names ([] when absent; a lone string is one name)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+
+
 def _check_recipe(manifest: RecipeSubmission, rules: SubmissionRules, constraints: ModelConstraints,
                   config: Mapping[str, object]) -> dict[str, str | float]:
     judged = judge_base(manifest.base.repo, config, constraints.approved_families or ())
+    # The data a re-run trains on is the settings' (`RecipeSettings.tasks` then `.data`); the
+    # declared list must be exactly that, or the open-data rule would check another list.
+    settings = manifest.recipe.settings
+    trained = tuple(_strings(settings.get("tasks"))) + tuple(_strings(settings.get("data")))
+    if trained != tuple(manifest.recipe.data):
+        raise ModelRejected(f"{SUBMISSION_FILE}: recipe.data {printable(str(list(manifest.recipe.data)), 120)} is not "
+                            f"what the settings train on ({printable(str(list(trained)), 120)})",
+                            reason="bad_manifest")
     closed = [d for d in manifest.recipe.data if not _open_data(d, rules.open_data)]
     if closed:
         raise ModelRejected(f"data {printable(', '.join(closed), 120)}: neither a published Hub dataset id "

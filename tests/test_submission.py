@@ -21,7 +21,7 @@ LLAMA = {"model_type": "llama"}
 
 
 def recipe(**changes) -> dict:
-    settings = {"lr": 0.002, "max_steps": 40, "tasks": ["dyck"]}
+    settings = {"lr": 0.002, "max_steps": 40, "tasks": ["dyck", "word_sorting"]}
     manifest = {"kind": "recipe", "base": {"repo": "bases/tiny-llama-base", "revision": REV},
                 "recipe": {"settings": settings, "settings_sha256": settings_sha256(settings),
                            "data": ["dyck", "word_sorting"], "train_seconds": 12.0, "device": "cpu"}}
@@ -36,6 +36,13 @@ def merge(**changes) -> dict:
                             {"repo": "experts/tiny-mawps", "revision": REV, "license": "apache-2.0"}],
                 "merge_seconds": 0.5, "peak_memory_bytes": 300 * 2**20}
     manifest.update(changes)
+    return manifest
+
+
+def with_data(manifest: dict, data: list) -> dict:
+    """The recipe trained on `data` (its settings say so too, and their hash follows)."""
+    settings = {**manifest["recipe"]["settings"], "tasks": [], "data": data}
+    manifest["recipe"].update(settings=settings, settings_sha256=settings_sha256(settings), data=data)
     return manifest
 
 
@@ -83,13 +90,13 @@ def test_recipe_rules():
     over["recipe"]["train_seconds"] = comps.LOCAL_EFFICIENT.constraints.submission.max_hours * 3600 + 1
     assert _code(_bytes(over)) == "over_budget"
     local_file = recipe()
-    local_file["recipe"]["data"] = ["/home/me/secret.jsonl"]
+    with_data(local_file, ["/home/me/secret.jsonl"])
     assert _code(_bytes(local_file)) == "closed_data"
     for entry in ("me/secret.jsonl", "../x/y", "notes"):
-        local_file["recipe"]["data"] = [entry]
+        with_data(local_file, [entry])
         assert _code(_bytes(local_file)) == "closed_data"
     hub = recipe()
-    hub["recipe"]["data"] = ["databricks/databricks-dolly-15k", "dyck"]  # published, or a listed generator
+    with_data(hub, ["databricks/databricks-dolly-15k", "dyck"])  # published, or a listed generator
     check_submission(_bytes(hub), comps.LOCAL_EFFICIENT.constraints, LLAMA)
     assert _code(_bytes(recipe(base={"repo": "bases/tiny-llama-instruct", "revision": REV}))) == "instruct_base"
 
@@ -148,7 +155,24 @@ def test_a_pinned_expert_list_rejects_another_revision():
 
 def test_miner_text_in_messages_is_escaped():
     hostile = recipe(base={"repo": "bases/tiny-llama-base", "revision": REV})
-    hostile["recipe"]["data"] = ["[red]x\x1b[2J"]
+    with_data(hostile, ["[red]x\x1b[2J"])
     with pytest.raises(ModelRejected) as err:
         check_submission(_bytes(hostile), comps.LOCAL_EFFICIENT.constraints, LLAMA)
     assert "\x1b" not in str(err.value)
+
+
+def test_declared_data_must_be_what_the_settings_train_on():
+    """Else the open-data rule checks one list and a re-run trains on another (a closed file)."""
+    manifest = recipe()
+    settings = {**manifest["recipe"]["settings"], "data": ["/home/me/closed.jsonl"]}
+    manifest["recipe"].update(settings=settings, settings_sha256=settings_sha256(settings))
+    assert _code(_bytes(manifest)) == "bad_manifest"
+
+
+def test_non_finite_or_huge_numbers_are_bad_manifests_not_check_failures():
+    """NaN settings once raised ValueError in the hash (check_failed, retried for ever)."""
+    for raw in (b'{"lr": NaN}', b'{"lr": Infinity}'):
+        text = json.dumps(recipe()).replace('{"lr": 0.002', raw.decode()[:-1], 1)
+        assert _code(text.encode()) == "bad_manifest"
+    huge = merge(peak_memory_bytes=10**400)
+    assert _code(_bytes(huge), comps.LOCAL_MERGING) == "bad_manifest"

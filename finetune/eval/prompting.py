@@ -20,6 +20,7 @@ generation prompt (SPEC §7). How the ids are cut follows the protocol's `EvalRu
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -237,18 +238,37 @@ def document_ids(ctx: PromptContext, text: str) -> tuple[int, ...]:
     return pad_document(ids, ctx.sequence_length, ctx.pad_id, left=left)
 
 
-def scored_bytes(tokenizer: Tokenizer, text: str, scored_ids: Sequence[int]) -> int:
-    """The UTF-8 bytes of `text` that its scored tokens `scored_ids` stand for.
+def scored_bytes(tokenizer: Tokenizer, text: str, kept_ids: Sequence[int], unscored: int = 0) -> int:
+    """The UTF-8 bytes of `text` that the scored part of its kept tokens stands for.
 
-    Their decoding without special tokens, and never more than the text's own bytes: a
-    tokenizer that decodes to more than it was given cannot lower a loss per byte. With the
-    round trip checked (`finetune.eval.round_trip`), a text scored whole counts exactly its
-    own bytes; a cut one, those of its kept tokens.
+    `kept_ids` are the text's tokens as kept for scoring, from the text's start (a BOS and an
+    EOS of the tokenizer's own allowed at either end), of which the first `unscored` are not
+    scored. What they cover is the longest common prefix (in Unicode NFC) of their decoding
+    and the text itself: a decoder never decides the count, so one that decodes a cut text to
+    more than it was given (or to anything but the text) only lowers it. See
+    `finetune.eval.round_trip` for the check of whole texts.
     """
-    decoded = tokenizer.decode(
-        list(scored_ids), skip_special_tokens=True, clean_up_tokenization_spaces=False
-    )
-    return min(len(text.encode("utf-8")), len(decoded.encode("utf-8")))
+    target = unicodedata.normalize("NFC", text)
+    specials = set(getattr(tokenizer, "all_special_ids", ()) or ())
+
+    def covered(ids: Sequence[int]) -> int:
+        ids = list(ids)
+        while ids and ids[0] in specials:  # the tokenizer's own BOS (its text is not the text's)
+            ids.pop(0)
+        while ids and ids[-1] in specials:
+            ids.pop()
+        decoded = unicodedata.normalize("NFC", tokenizer.decode(
+            ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
+        ))
+        same = 0
+        for a, b in zip(decoded, target, strict=False):
+            if a != b:
+                break
+            same += 1
+        return len(target[:same].encode("utf-8"))
+
+    total = covered(kept_ids)
+    return max(0, total - covered(kept_ids[:unscored])) if unscored else total
 
 
 def decode(tokenizer: Tokenizer, ids: Sequence[int]) -> str:

@@ -48,9 +48,10 @@ class RecipeSettings(BaseModel):
 
     tasks: tuple[str, ...] = ()
     data: tuple[str, ...] = ()
-    task_samples: int = Field(200, ge=1)
-    data_rows: int | None = Field(None, ge=1)
-    max_steps: int = Field(40, ge=1)
+    # Bounded: whoever re-runs a recipe (the organisers) must not be made to draw or train without end.
+    task_samples: int = Field(200, ge=1, le=100_000)
+    data_rows: int | None = Field(None, ge=1, le=10_000_000)
+    max_steps: int = Field(40, ge=1, le=10_000_000)
     lr: float = Field(2e-3, gt=0)
     batch_size: int = Field(8, ge=1)
     warmup: float = Field(0.0, ge=0)

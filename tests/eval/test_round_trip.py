@@ -20,7 +20,7 @@ from finetune.errors import EvalFailed
 from finetune.eval import NaiveEngine, TaskData, evaluate_model, load_model
 from finetune.eval.methods import text_loss
 from finetune.eval.methods.base import loss_score
-from finetune.eval.prompting import prompt_context
+from finetune.eval.prompting import document_ids, prompt_context
 from finetune.eval.requests import LossRequest, LossResult
 from finetune.eval.round_trip import loss_texts, round_trip_failure
 from finetune.protocol import NEXT, REFERENCE_31
@@ -143,3 +143,40 @@ def test_loss_score_counts_bits_per_byte_and_no_fewer_than_one_byte():
     requests = [LossRequest((1, 2, 3, 4, 5), 1, n_bytes=16), LossRequest((1, 2), 1, n_bytes=0)]
     assert loss_score(results, requests, "byte") == pytest.approx((8 / 16 + 1 / 1) / 2)
     assert loss_score(results, requests, "token") == pytest.approx((2 * math.log(2) + math.log(2)) / 2)
+
+
+def _prefix_padding_tokenizer(base, tmp_path):
+    """Passes the round trip, yet decodes a cut text (no end mark) to 100,000 extra bytes: the
+    hostile review's tokenizer that once cut a long document's bits per byte from 3.20 to 1.86."""
+    from tokenizers import Regex, Tokenizer, decoders, normalizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    mark = "\u2403"
+    backend = Tokenizer.from_str(base.backend_tokenizer.to_str())
+    backend.normalizer = normalizers.Replace(Regex(r"\z"), mark)  # an end mark on every text
+    backend.decoder = decoders.Sequence([
+        decoders.ByteLevel(),
+        decoders.Replace(Regex(r"\A(?![\s\S]*" + mark + r"\z)"), "x" * 100_000),
+        decoders.Replace(mark, ""),
+    ])
+    evil = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=base.eos_token, bos_token=base.bos_token,
+                                   pad_token=base.pad_token)
+    evil.save_pretrained(tmp_path / "evil")
+    return AutoTokenizer.from_pretrained(tmp_path / "evil")
+
+
+def test_a_decoder_cannot_make_a_cut_text_count_more_bytes(tiny_model_dir, tmp_path):
+    _, honest = load_model(tiny_model_dir)
+    evil = _prefix_padding_tokenizer(honest, tmp_path)
+    text = ("The water cycle moves water between the ocean, the air and the land. " * 40).strip()
+    assert round_trip_failure(evil, [text]) == ""  # the whole text comes back: the check alone misses it
+    counts = {}
+    for name, tokenizer in (("honest", honest), ("evil", evil)):
+        ctx = prompt_context(tokenizer, 64, rules=NEXT.eval)
+        ids = document_ids(ctx, text)
+        assert len(ids) == 64  # cut: the text is far longer than 64 tokens
+        counts[name] = text_loss.document_bytes(ctx, [text], [ids])[0]
+    kept = honest.decode(document_ids(prompt_context(honest, 64, rules=NEXT.eval), text))
+    first = honest.decode(document_ids(prompt_context(honest, 64, rules=NEXT.eval), text)[:1])
+    assert counts["honest"] == len(kept.encode()) - len(first.encode())  # exactly the scored text's bytes
+    assert counts["evil"] <= counts["honest"]  # the padding decodes to nothing the text has

@@ -127,7 +127,10 @@ def loss_requests(
 
 def document_bytes(ctx: PromptContext, texts: Sequence[str], documents: Sequence[Sequence[int]]) -> list[int]:
     """The UTF-8 bytes each document's scored tokens (all but its first) stand for."""
-    return [scored_bytes(ctx.tokenizer, text, ids[1:]) for text, ids in zip(texts, documents, strict=True)]
+    return [
+        scored_bytes(ctx.tokenizer, text, ids, unscored=1)
+        for text, ids in zip(texts, documents, strict=True)
+    ]
 
 
 def build_requests(samples: Sequence[TextSample], ctx: PromptContext) -> list[LossRequest]:
