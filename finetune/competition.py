@@ -161,7 +161,7 @@ class ExpertList(_Frozen):
 
     def find(self, repo: str) -> Expert | None:
         """The entry of `repo`, or None when it is not on the list."""
-        return next((e for e in self.entries() if e.repo == repo), None)
+        return next((e for e in self.entries() if e.repo.lower() == repo.lower()), None)  # the Hub ignores case
 
 
 class SubmissionRules(_Frozen):

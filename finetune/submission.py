@@ -168,8 +168,11 @@ _NAME_FAMILY: dict[str, str] = {
     "gemma": "gemma",
 }  # fmt: skip
 # Marks of a model tuned to follow instructions or chat: not a base model.
-INSTRUCT_MARKERS = ("instruct", "chat", "it", "sft", "rlhf", "dpo", "assistant", "vicuna", "alpaca",
-                    "zephyr", "hermes", "tulu", "orca")
+# Found anywhere in the name once separators are removed ("Llama2Instruct", "OpenHermes"), so
+# gluing or abbreviating does not hide them; the short ones only as whole words ("gemma-7b-it").
+INSTRUCT_MARKERS = ("instruct", "instr", "chat", "sft", "rlhf", "dpo", "assistant", "vicuna", "alpaca",
+                    "zephyr", "hermes", "tulu", "orca", "distill", "dolphin", "wizard", "starling")
+INSTRUCT_WORDS = ("it", "i")
 
 
 def _words(name: str) -> list[str]:
@@ -203,7 +206,9 @@ def judge_base(repo: str, config: Mapping[str, object], families: tuple[str, ...
     model_type = str(config.get("model_type", ""))
     origin = config.get("_name_or_path")
     for name in (repo, origin if isinstance(origin, str) else ""):
-        marks = [w for w in _words(name.rsplit("/", 1)[-1]) if w in INSTRUCT_MARKERS]
+        words = _words(name.rsplit("/", 1)[-1])
+        compact = "".join(words)
+        marks = [m for m in INSTRUCT_MARKERS if m in compact] + [w for w in words if w in INSTRUCT_WORDS]
         if marks:
             raise ModelRejected(f"base {printable(name, 80)} is an instruction-tuned model ({marks[0]!r} in its "
                                 "name); start from a base model", reason="instruct_base")
@@ -267,13 +272,18 @@ def _check_recipe(manifest: RecipeSubmission, rules: SubmissionRules, constraint
 
 def _check_merge(manifest: MergeSubmission, rules: SubmissionRules) -> dict[str, str | float]:
     declared = ([manifest.base] if manifest.base else []) + list(manifest.experts)
+    repos = [m.repo.lower() for m in declared]
+    if len(set(repos)) != len(repos):  # padding the list with one expert many times
+        raise ModelRejected(f"{SUBMISSION_FILE}: a model is declared twice ({printable(', '.join(repos), 120)})",
+                            reason="bad_manifest")
     for model in declared:
         listed = rules.experts.find(model.repo) if rules.experts else None
         if rules.experts is not None and (listed is None or listed.revision not in (None, model.revision)):
             raise ModelRejected(f"{printable(model.repo, 80)}@{model.revision[:8]} is not on the published "
                                 "expert list", reason="unlisted_expert")
         licence = listed.license if listed else model.license
-        if rules.licenses and (licence not in rules.licenses or model.license != licence):
+        # Hub repo ids and licence tags are case-insensitive.
+        if rules.licenses and (licence.lower() not in rules.licenses or model.license.lower() != licence.lower()):
             raise ModelRejected(f"{printable(model.repo, 80)}: licence {printable(model.license, 40)!r} is not "
                                 "a research-compatible licence of the list", reason="bad_license")
     if manifest.total_seconds > rules.max_hours * 3600:

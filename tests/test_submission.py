@@ -176,3 +176,20 @@ def test_non_finite_or_huge_numbers_are_bad_manifests_not_check_failures():
         assert _code(text.encode()) == "bad_manifest"
     huge = merge(peak_memory_bytes=10**400)
     assert _code(_bytes(huge), comps.LOCAL_MERGING) == "bad_manifest"
+
+
+@pytest.mark.parametrize("repo", [
+    "deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "cognitivecomputations/dolphin-2.9-llama3-8b",
+    "x/Llama2Instruct", "x/llama-3-8B-Instr", "x/Llama-3-8B-I", "teknium/OpenHermes-2.5-Llama-7B",
+])
+def test_glued_or_abbreviated_instruct_marks_are_found(repo):
+    assert _code(_bytes(recipe(base={"repo": repo, "revision": REV}))) == "instruct_base"
+
+
+def test_expert_case_and_duplicates():
+    upper = merge()
+    upper["experts"][0] = {**upper["experts"][0], "repo": "EXPERTS/TINY-BOOLQ", "license": "Apache-2.0"}
+    check_submission(_bytes(upper), comps.LOCAL_MERGING.constraints, LLAMA)  # the Hub ignores case
+    twice = merge()
+    twice["experts"] = [twice["experts"][0]] * 3
+    assert _code(_bytes(twice), comps.LOCAL_MERGING) == "bad_manifest"
