@@ -82,6 +82,21 @@ def _upload(console: Console, chain, store, miner: Miner, model_dir: Path, compe
     return uid, report.model_id.commit
 
 
+def local_subnet(out_dir: Path):
+    """A fresh `out_dir/work` with a devnet chain (no rate limits), a directory hub, a wallet
+    folder and a registered, staked validator: ``(work, chain, store, wallets, validator_wallet)``."""
+    work = out_dir / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    chain = DevnetChain(work / "devnet.sqlite", netuid=1, block_time_s=12.0, commit_rate_limit=0,
+                        weights_rate_limit=0)
+    store = DirModelStore(work / "hub")
+    wallets = work / "wallets"
+    validator_wallet = create_dev_wallet("validator", "default", wallets)
+    chain.register(hotkey_address(validator_wallet), stake=10_000.0, validator_permit=True)
+    return work, chain, store, wallets, validator_wallet
+
+
 def run_demo(out_dir: Path, *, console: Console | None = None) -> dict:
     """Run the whole demo in `out_dir/work` (wiped first) and write `out_dir/result.json`.
 
@@ -89,17 +104,8 @@ def run_demo(out_dir: Path, *, console: Console | None = None) -> dict:
         The result record that was written.
     """
     console = console or Console(width=None if Console().is_terminal else 160)
-    work = out_dir / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-
     console.rule("1. a devnet chain, a directory hub, wallets")
-    chain = DevnetChain(work / "devnet.sqlite", netuid=1, block_time_s=12.0, commit_rate_limit=0,
-                        weights_rate_limit=0)
-    store = DirModelStore(work / "hub")
-    wallets = work / "wallets"
-    validator_wallet = create_dev_wallet("validator", "default", wallets)
-    chain.register(hotkey_address(validator_wallet), stake=10_000.0, validator_permit=True)
+    work, chain, store, wallets, validator_wallet = local_subnet(out_dir)
     miners = {
         name: Miner(name, f"miner-{name.lower()}/tiny-{comp.name.split('_')[1].lower()}", comp.id,
                     create_dev_wallet(f"miner{name}", "default", wallets))

@@ -26,13 +26,13 @@ from pathlib import Path
 from rich.console import Console
 
 import competitions
-from finetune.chain import DevnetChain, create_dev_wallet, hotkey_address
+from finetune.chain import create_dev_wallet
 from finetune.competition import ExpertList
 from finetune.datasets import DataConfig
-from finetune.demo import Miner, _train, _upload, _winner_uid
+from finetune.demo import Miner, _train, _upload, _winner_uid, local_subnet
 from finetune.mining.merge_submission import build_merge_submission, fetch_listed
 from finetune.mining.recipe import RecipeSettings, compare_models, rerun, run_recipe
-from finetune.storage import DirModelStore, ModelCache, content_hash, secure_hash
+from finetune.storage import ModelCache, content_hash, secure_hash
 from finetune.storage.files import MANIFEST_FILE
 from finetune.tiny_model import build_tiny_model
 from finetune.validator.fetcher import StoreFetcher
@@ -137,16 +137,8 @@ def run_seeds_demo(out_dir: Path, *, console: Console | None = None, quick: bool
     """
     started = time.monotonic()
     console = console or Console(width=None if Console().is_terminal else 180)
-    work = out_dir / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     console.rule("1. a devnet chain, a directory hub, wallets, the published tiny base")
-    chain = DevnetChain(work / "devnet.sqlite", netuid=1, block_time_s=12.0, commit_rate_limit=0,
-                        weights_rate_limit=0)
-    store = DirModelStore(work / "hub")
-    wallets = work / "wallets"
-    validator_wallet = create_dev_wallet("validator", "default", wallets)
-    chain.register(hotkey_address(validator_wallet), stake=10_000.0, validator_permit=True)
+    work, chain, store, wallets, validator_wallet = local_subnet(out_dir)
     kinds = {"A": "recipe", "B": "recipe", "C": "recipe", "D": "merge", "E": "merge", "F": "merge"}
     miners = {n: Miner(n, f"miner-{n.lower()}/tiny-{k}", (EFFICIENT if k == "recipe" else MERGING).id,
                        create_dev_wallet(f"miner{n}", "default", wallets)) for n, k in kinds.items()}

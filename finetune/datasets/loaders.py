@@ -59,15 +59,6 @@ Options = Mapping[str, Any]
 Sleep = Callable[[float], None]
 
 
-def _source(loader_id: str, options: Options, bundled: str) -> RowSource:
-    return RowSource(
-        loader_id=loader_id,
-        hub_id=str(options["dataset_id"]),
-        config=str(options["config"]),
-        split=str(options["split"]),
-        bundled=bundled,
-    )
-
 
 def load_synthetic_mmlu(
     seed: int, count: int, options: Options, config: DataConfig, sleep: Sleep = time.sleep
@@ -75,7 +66,7 @@ def load_synthetic_mmlu(
     """Multiple-choice questions (A-D options in the text, letter answer)."""
     prefix = MMLU_EXAMPLE_PREFIX if options["example_prefix"] else ""
     return draw_samples(
-        _source("synthetic_mmlu", options, "mmlu_sample.jsonl"),
+        RowSource.from_options("synthetic_mmlu", options, "mmlu_sample.jsonl"),
         lambda row: shape_mmlu(row, example_prefix=prefix),
         random.Random(seed ^ SALT_MMLU),
         count,
@@ -91,7 +82,7 @@ def load_fineweb(
     """Web documents, cut to `max_chars` characters."""
     max_chars = int(options["max_chars"])
     return draw_samples(
-        _source("fineweb", options, "fineweb_sample.jsonl"),
+        RowSource.from_options("fineweb", options, "fineweb_sample.jsonl"),
         lambda row: shape_fineweb(row, max_chars=max_chars),
         random.Random(seed ^ SALT_FINEWEB),
         count,
@@ -109,7 +100,7 @@ def load_synthetic_1_sft(
     if not task_types:
         raise ConfigError("synthetic_1_sft: option task_types names no task type")
     return draw_samples(
-        _source("synthetic_1_sft", options, "synthetic_1_sample.jsonl"),
+        RowSource.from_options("synthetic_1_sft", options, "synthetic_1_sample.jsonl"),
         lambda row: shape_synthetic_1(row, task_types=task_types),
         random.Random(seed ^ SALT_SYNTHETIC_1),
         count,
@@ -125,7 +116,7 @@ def load_codeforces_cots(
     """Two-message problem/solution traces, with the thinking system prompt."""
     max_chars = int(options["max_chars"])
     return draw_samples(
-        _source("codeforces_cots", options, "codeforces_sample.jsonl"),
+        RowSource.from_options("codeforces_cots", options, "codeforces_sample.jsonl"),
         lambda row: shape_codeforces(row, max_chars=max_chars),
         random.Random(seed ^ SALT_CODEFORCES),
         count,
@@ -140,7 +131,7 @@ def load_boolq(
 ) -> list[Sample]:
     """Yes/no questions about a passage."""
     return draw_samples(
-        _source("boolq", options, "boolq_sample.jsonl"),
+        RowSource.from_options("boolq", options, "boolq_sample.jsonl"),
         shape_boolq,
         random.Random(seed ^ SALT_BOOLQ),
         count,
@@ -155,7 +146,7 @@ def load_mawps(
 ) -> list[Sample]:
     """Arithmetic word problems with a numeric answer."""
     return draw_samples(
-        _source("mawps", options, "mawps_sample.jsonl"),
+        RowSource.from_options("mawps", options, "mawps_sample.jsonl"),
         shape_mawps,
         random.Random(seed ^ SALT_MAWPS),
         count,

